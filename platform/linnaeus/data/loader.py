@@ -1,0 +1,38 @@
+"""The consumer end of the stream: a Ray Data iterator -> dicts of torch tensors on a device.
+
+Notable:
+- `decode="cpu"` streams ready pixels through `iter_torch_batches`; `decode="gpu"` streams JPEG bytes
+  through `iter_batches` and decodes them on `device` (nvJPEG), dropping the text rows of any image
+  that fails to decode so image i and text i always stay a pair.
+- This is what a Ray Train worker calls on `ray.train.get_dataset_shard(...)`; it does not itself touch
+  `ray.train`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from linnaeus.config import StreamConfig
+from linnaeus.data.device_decode import decode_and_augment
+
+
+def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str | torch.device = "cpu",
+                       drop_last: bool = True, prefetch_batches: int = 2
+                       ) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key [B], epoch [B]} on `device`."""
+    if cfg.decode == "cpu":
+        yield from iterator.iter_torch_batches(batch_size=batch_size, device=device,
+                                               drop_last=drop_last, prefetch_batches=prefetch_batches)
+        return
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for batch in iterator.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                       drop_last=drop_last, prefetch_batches=prefetch_batches):
+        images, keep = decode_and_augment(list(batch["image"]), cfg.image_size,
+                                          tuple(cfg.crop_scale), device, generator)
+        mask = keep.numpy()
+        yield {"image": images,
+               **{k: torch.from_numpy(np.ascontiguousarray(batch[k][mask])).to(device)
+                  for k in ("text", "sample_key", "epoch")}}

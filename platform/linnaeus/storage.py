@@ -1,0 +1,159 @@
+"""URIs to pyarrow filesystems: plain paths, `file://` and `s3://` (AWS, MinIO, any S3 endpoint).
+
+Notable:
+- S3 settings come from the standard AWS environment (`AWS_ENDPOINT_URL`/`AWS_ENDPOINT_URL_S3`,
+  `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE`, `AWS_REGION`) unless an
+  `S3Options` overrides them. Secrets are `SecretStr`, so they never show in a repr, a log or an error.
+- Everything downstream speaks `(pyarrow FileSystem, path)`; Ray Data and pyarrow accept that pair
+  directly, and the filesystem object pickles to Ray workers with its endpoint and credentials.
+- Errors name the URI and the operation, never a credential.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+
+class StorageError(OSError):
+    """An object-storage operation failed; the message names the URI."""
+
+
+class S3Options(BaseModel):
+    """S3 settings that override the AWS environment (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved URI: the filesystem, the path inside it, and the URI it came from (for messages)."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def join(self, *parts: str) -> "Location":
+        path = "/".join([self.path.rstrip("/"), *(p.strip("/") for p in parts)])
+        uri = "/".join([self.uri.rstrip("/"), *(p.strip("/") for p in parts)])
+        return Location(self.fs, path, uri)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+
+def _env(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def s3_filesystem(options: S3Options | None = None) -> pafs.S3FileSystem:
+    """An S3FileSystem from `options`, falling back to the standard AWS environment variables."""
+    o = options or S3Options()
+    endpoint = o.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    kwargs: dict = {"region": o.region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"}
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme
+    access = o.access_key_id.get_secret_value() if o.access_key_id else _env("AWS_ACCESS_KEY_ID")
+    secret = (o.secret_access_key.get_secret_value() if o.secret_access_key
+              else _env("AWS_SECRET_ACCESS_KEY"))
+    if access and secret:
+        kwargs["access_key"], kwargs["secret_key"] = access, secret
+        token = o.session_token.get_secret_value() if o.session_token else _env("AWS_SESSION_TOKEN")
+        if token:
+            kwargs["session_token"] = token
+    elif o.profile or _env("AWS_PROFILE"):
+        # The AWS SDK inside pyarrow reads the profile itself from ~/.aws when no keys are given.
+        os.environ.setdefault("AWS_PROFILE", o.profile or _env("AWS_PROFILE") or "")
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str | os.PathLike, s3: S3Options | None = None) -> Location:
+    """Resolve a plain path, `file://` URI or `s3://bucket/key` URI."""
+    text = os.fspath(uri)
+    parsed = urlparse(text)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{text}: an s3:// URI needs a bucket (s3://bucket/prefix)")
+        path = f"{parsed.netloc}/{parsed.path.lstrip('/')}".rstrip("/")
+        return Location(s3_filesystem(s3), path, text.rstrip("/"))
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme == "file" else text
+        absolute = os.path.abspath(os.path.expanduser(local))
+        return Location(pafs.LocalFileSystem(), absolute, absolute)
+    raise StorageError(f"{text}: unsupported URI scheme {parsed.scheme!r} (use a path, file:// or s3://)")
+
+
+def _fail(loc: Location, action: str, exc: BaseException) -> StorageError:
+    # pyarrow's S3 errors carry the AWS error text, never the keys; keep the URI, drop the rest of the chain.
+    return StorageError(f"{loc.uri}: cannot {action}: {exc}")
+
+
+def read_bytes(loc: Location) -> bytes:
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read()
+    except OSError as exc:
+        raise _fail(loc, "read", exc) from None
+
+
+def write_bytes(loc: Location, data: bytes) -> None:
+    try:
+        parent = loc.path.rsplit("/", 1)[0]
+        if not loc.is_s3:
+            loc.fs.create_dir(parent, recursive=True)
+        with loc.fs.open_output_stream(loc.path) as f:
+            f.write(data)
+    except OSError as exc:
+        raise _fail(loc, "write", exc) from None
+
+
+def exists(loc: Location) -> bool:
+    try:
+        return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    except OSError as exc:
+        raise _fail(loc, "stat", exc) from None
+
+
+def list_files(loc: Location, recursive: bool = False) -> list[pafs.FileInfo]:
+    """Files under a directory/prefix (sorted by path); empty when it does not exist."""
+    try:
+        selector = pafs.FileSelector(loc.path, recursive=recursive, allow_not_found=True)
+        infos = loc.fs.get_file_info(selector)
+    except OSError as exc:
+        raise _fail(loc, "list", exc) from None
+    return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+
+def delete(loc: Location) -> None:
+    try:
+        loc.fs.delete_file(loc.path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _fail(loc, "delete", exc) from None
+
+
+def ensure_bucket(loc: Location) -> None:
+    """Create the bucket of an s3:// location if missing (local folders: create the directory)."""
+    try:
+        if loc.is_s3:
+            bucket = loc.path.split("/", 1)[0]
+            if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                loc.fs.create_dir(bucket)
+        else:
+            loc.fs.create_dir(loc.path, recursive=True)
+    except OSError as exc:
+        raise _fail(loc, "create", exc) from None
