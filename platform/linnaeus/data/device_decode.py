@@ -22,6 +22,8 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 
 def _decode(jpegs: Sequence[bytes], device: torch.device) -> list[torch.Tensor | None]:
+    if not jpegs:
+        return []
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
     try:
         return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))

@@ -72,12 +72,7 @@ class _LoadImages:
     def _rows(self, item: dict) -> Iterator[dict]:
         if "tar" in item:
             loc = storage.Location(self.root.fs, item["tar"], item["tar"])
-            try:
-                data = storage.read_bytes(loc)
-                for row in sources.read_webdataset_tar(data, item["tar"].rsplit("/", 1)[-1]):
-                    yield _clean(row, row.pop("image"), self.cfg) if "image" in row else row
-            except Exception as exc:  # an unreadable or corrupt tar: report it, keep the others
-                yield sources.reject(item["tar"], "unreadable", f"{type(exc).__name__}: {exc}")
+            yield from self._tar_rows(loc)
             return
         try:
             data = storage.read_bytes(self._location(item["path"]))
@@ -85,6 +80,18 @@ class _LoadImages:
             yield sources.reject(item["path"], "unreadable", str(exc))
             return
         yield _clean(item, data, self.cfg)
+
+    def _tar_rows(self, loc: storage.Location) -> Iterator[dict]:
+        count = 0
+        try:
+            data = storage.read_bytes(loc)
+            for count, row in enumerate(sources.read_webdataset_tar(data, loc.path.rsplit("/", 1)[-1]), 1):
+                yield _clean(row, row.pop("image"), self.cfg) if "image" in row else row
+        except Exception as exc:  # an unreadable or corrupt tar: report it, keep the others
+            yield sources.reject(loc.uri, "unreadable", f"{type(exc).__name__}: {exc}")
+            return
+        if count == 0:
+            yield sources.reject(loc.uri, "empty", "the tar holds no samples")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = [row for item in batch.to_pylist() for row in self._rows(item)]

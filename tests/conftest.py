@@ -1,0 +1,37 @@
+"""Shared fixtures: generated corpora (never the shared photos copied in), a local Ray per module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory) -> Path:
+    """A small synthetic corpus in the folder format: 8 taxa x 12 images of 64 px."""
+    from linnaeus.data.synthetic import write_folder_corpus
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_folder_corpus(out, num_taxa=8, images_per_taxon=12, seed=3, size=64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray per test module (2 CPUs, no dashboard), as the house rules ask."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

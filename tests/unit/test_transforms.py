@@ -1,0 +1,69 @@
+"""The stream's per-row work (transform, tokeniser, JPEG check) and the device decode path on CPU."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from linnaeus.data.device_decode import crop_params, decode_and_augment
+from linnaeus.data.stream import looks_like_jpeg, tokenizer, train_transform
+
+
+def jpeg(w=80, h=60, seed=0) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_tokenizer_gives_77_tokens_with_start_and_end():
+    tokens = tokenizer("ViT-B-16", 77)(["a photo of Pica hudsonia.", "x " * 200])
+    assert tokens.shape == (2, 77) and tokens.dtype == torch.int64
+    start, end = tokens[0, 0].item(), tokens[0].max().item()
+    assert tokens[1, 0] == start and tokens[1, -1] == end  # long captions are cut, end kept
+
+
+def test_train_transform_crops_to_model_size_and_normalises():
+    out = train_transform(64, (0.9, 1.0))(Image.open(io.BytesIO(jpeg())))
+    assert out.shape == (3, 64, 64) and out.dtype == torch.float32
+    assert out.min() < -1.0 and out.max() > 1.0  # CLIP mean/std applied, not raw [0, 1]
+
+
+def test_jpeg_structure_check_catches_truncation():
+    data = jpeg()
+    assert looks_like_jpeg(data) and not looks_like_jpeg(data[: len(data) // 2])
+    assert not looks_like_jpeg(b"\x89PNG....")
+
+
+def test_crop_params_follow_scale_and_are_reproducible():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(20):
+        top, left, h, w = crop_params(100, 200, (0.5, 1.0), g1)
+        assert (top, left, h, w) == crop_params(100, 200, (0.5, 1.0), g2)
+        assert 0.5 * 100 * 200 * 0.9 <= h * w <= 100 * 200 and top + h <= 100 and left + w <= 200
+
+
+def test_device_decode_on_cpu_skips_corrupt_images_and_keeps_the_rest():
+    good = [jpeg(seed=i) for i in range(3)]
+    batch = [good[0], good[1][: len(good[1]) // 3], good[2], b"not a jpeg"]
+    images, keep = decode_and_augment(batch, 32, (0.9, 1.0), "cpu", torch.Generator().manual_seed(0))
+    assert keep.tolist() == [True, False, True, False] and images.shape == (2, 3, 32, 32)
+
+
+def test_device_decode_matches_pil_pixels_for_a_full_crop():
+    data = jpeg(64, 64)
+    images, _ = decode_and_augment([data], 64, (1.0, 1.0), "cpu")
+    reference = train_transform(64, (1.0, 1.0))(Image.open(io.BytesIO(data)))
+    # Same crop (the whole image, no resize) and normalisation; decoders differ by rounding only.
+    assert images.shape == (1, 3, 64, 64)
+    assert torch.allclose(images[0], reference, atol=0.1)
+
+
+@pytest.mark.parametrize("size", [16, 48])
+def test_device_decode_of_an_empty_batch_has_the_right_shape(size):
+    images, keep = decode_and_augment([], size, (0.9, 1.0), "cpu")
+    assert images.shape == (0, 3, size, size) and keep.numel() == 0
