@@ -11,7 +11,7 @@ import json
 import sys
 
 from linnaeus.config import ConfigError, IngestConfig, validate
-from linnaeus.data.ingest import run_ingest
+from linnaeus.data.ingest import plan_ingest, run_ingest
 from linnaeus.data.sources import InputFormat, SourceError
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         raw["max_pixels"] = args.max_pixels
     try:
         cfg = validate(IngestConfig, raw, "jobs/ingest.py")
+        plan = plan_ingest(cfg)  # bad inputs fail here, before any cluster work
         init_ray()
-        result = run_ingest(cfg)
+        result = run_ingest(cfg, plan)
     except (ConfigError, SourceError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,16 +9,10 @@ import argparse
 import sys
 
 from linnaeus.config import ConfigError, StreamConfig, apply_overrides, validate
-from linnaeus.data.loader import iter_train_batches
+from linnaeus.data.loader import preview
 from linnaeus.data.shards import CorpusError
-from linnaeus.data.stream import build_stream, tokenizer
+from linnaeus.data.stream import build_stream
 from linnaeus.runtime import init_ray, setup_logging
-
-
-def decode_tokens(cfg: StreamConfig, tokens) -> str:
-    """Token ids back to text (lower-cased by the BPE), without start/end markers and padding."""
-    text = tokenizer(cfg.model, cfg.context_length).decode([t for t in tokens.tolist() if t])
-    return text.replace("<start_of_text>", "").replace("<end_of_text>", "").strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,14 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus {cfg.data}: {stream.manifest.rows} rows in {len(stream.manifest.shards)} shard(s), "
           f"{stream.manifest.taxa} taxa; text types {[t.value for t in cfg.text_types]} "
           f"mixed {cfg.mixing.value}")
-    batches = iter_train_batches(stream.dataset.iterator(), cfg, args.batch_size, drop_last=False)
-    for index, batch in enumerate(batches):
-        if index >= args.batches:
-            break
-        print(f"batch {index}: image {tuple(batch['image'].shape)} {batch['image'].dtype}, "
-              f"text {tuple(batch['text'].shape)} {batch['text'].dtype}")
-        for tokens in batch["text"]:
-            print(f"  {decode_tokens(cfg, tokens)}")
+    for line in preview(stream.dataset.iterator(), cfg, args.batches, args.batch_size):
+        print(line)
     return 0
 
 

@@ -35,3 +35,19 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def load_job():
+    """Load a `jobs/<name>.py` entrypoint as a module so a test calls its `main(argv)` in-process."""
+    import importlib.util
+
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"job_{name}", jobs / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

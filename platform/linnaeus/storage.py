@@ -33,6 +33,7 @@ class S3Options(BaseModel):
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
     profile: str | None = None
+    create_buckets: bool = True  # an ingest or checkpoint to a new bucket creates it (needs the right)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def s3_filesystem(options: S3Options | None = None) -> pafs.S3FileSystem:
     """An S3FileSystem from `options`, falling back to the standard AWS environment variables."""
     o = options or S3Options()
     endpoint = o.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-    kwargs: dict = {"region": o.region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"}
+    kwargs: dict = {"region": o.region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
+                    "allow_bucket_creation": o.create_buckets}
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         kwargs["endpoint_override"] = parsed.netloc

@@ -161,11 +161,16 @@ def _report(cfg: IngestConfig, run_id: str, plan: sources.Plan, records: list[di
     }
 
 
-def run_ingest(cfg: IngestConfig) -> IngestResult:
+def plan_ingest(cfg: IngestConfig) -> sources.Plan:
+    """Driver-side planning (no Ray): lists inputs and reads their taxonomy; fails on a bad input."""
+    return sources.plan_input(storage.resolve(cfg.input, cfg.s3), cfg.format)
+
+
+def run_ingest(cfg: IngestConfig, plan: sources.Plan | None = None) -> IngestResult:
     """Ingest `cfg.input` into a corpus at `cfg.output` (Ray must be initialised by the caller)."""
     start = time.monotonic()
     src, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
-    plan = sources.plan_input(src, cfg.format)
+    plan = plan or plan_ingest(cfg)
     storage.ensure_bucket(out)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
     shard_rows = _shard_rows(cfg, plan)

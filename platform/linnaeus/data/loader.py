@@ -36,3 +36,21 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
         yield {"image": images,
                **{k: torch.from_numpy(np.ascontiguousarray(batch[k][mask])).to(device)
                   for k in ("text", "sample_key", "epoch")}}
+
+
+def decode_tokens(cfg: StreamConfig, tokens: torch.Tensor) -> str:
+    """Token ids back to text (as the BPE sees it: lower case), without start/end markers."""
+    from linnaeus.data.stream import tokenizer
+
+    text = tokenizer(cfg.model, cfg.context_length).decode([t for t in tokens.tolist() if t])
+    return text.replace("<start_of_text>", "").replace("<end_of_text>", "").strip()
+
+
+def preview(iterator, cfg: StreamConfig, batches: int, batch_size: int) -> Iterator[str]:
+    """Lines describing the first `batches` batches: tensor shapes and the decoded captions."""
+    for index, batch in enumerate(iter_train_batches(iterator, cfg, batch_size, drop_last=False)):
+        if index >= batches:
+            return
+        yield (f"batch {index}: image {tuple(batch['image'].shape)} {batch['image'].dtype}, "
+               f"text {tuple(batch['text'].shape)} {batch['text'].dtype}")
+        yield from (f"  {decode_tokens(cfg, tokens)}" for tokens in batch["text"])

@@ -43,7 +43,7 @@ MAX_SKIP_EXAMPLES = 100
 
 @ray.remote(num_cpus=0)
 class SkipCounter:
-    """Counts images the stream could not use; readers report here fire-and-forget."""
+    """Counts images the stream could not use (a rare path, so readers wait for the call)."""
 
     def __init__(self) -> None:
         self.by_reason: Counter[str] = Counter()
@@ -169,7 +169,8 @@ class _Preprocess:
             keep.append(i)
         if skipped:
             log.warning("stream: skipped %d image(s), e.g. %s", len(skipped), skipped[0])
-            self.counter.add.remote(skipped)
+            # Wait for the count to land: the batch must not reach a consumer before its skips do.
+            ray.get(self.counter.add.remote(skipped))
         return self._output(keep, pixels, [captions[i] for i in keep], ids, epochs)
 
     def _captions(self, taxa: list[Taxon], ids: list[str], epochs: list[int]) -> list[str | None]:

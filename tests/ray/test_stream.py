@@ -1,0 +1,143 @@
+"""The training stream on a local Ray: batches, disjoint consumers, shuffling, corrupt rows, GPU mode."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from linnaeus import storage
+from linnaeus.config import IngestConfig, StreamConfig
+from linnaeus.data import shards
+from linnaeus.data.ingest import run_ingest
+from linnaeus.data.loader import iter_train_batches
+from linnaeus.data.stream import build_stream, shard_order, tokenizer
+from linnaeus.taxonomy import stable_hash64
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+ROWS = 96  # 8 taxa x 12 images
+
+
+@pytest.fixture(scope="module")
+def corpus(synthetic_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out),
+                            shard_rows=20))
+    return out
+
+
+def _cfg(corpus, **kw) -> StreamConfig:
+    return StreamConfig(data=str(corpus), image_size=32, preprocess_batch=16, **kw)
+
+
+def _all_ids(corpus) -> dict[int, str]:
+    manifest = shards.read_manifest(storage.resolve(corpus))
+    ids = [i for e in manifest.shards
+           for i in pq.read_table(corpus / e.path, columns=["image_id"]).column(0).to_pylist()]
+    return {stable_hash64(i): i for i in ids}
+
+
+def test_batches_have_pixels_tokens_and_keys(corpus):
+    stream = build_stream(_cfg(corpus))
+    batches = list(iter_train_batches(stream.dataset.iterator(), stream.config, 16, drop_last=False))
+    assert sum(len(b["sample_key"]) for b in batches) == ROWS
+    first = batches[0]
+    assert tuple(first["image"].shape) == (16, 3, 32, 32) and str(first["image"].dtype) == "torch.float32"
+    assert tuple(first["text"].shape) == (16, 77) and str(first["text"].dtype) == "torch.int64"
+    assert stream.skipped()["skipped"] == 0
+
+
+def test_captions_follow_each_images_taxon(corpus):
+    stream = build_stream(_cfg(corpus, text_types=["scientific"]))
+    ids = _all_ids(corpus)
+    tok = tokenizer("ViT-B-16", 77)
+    for batch in stream.dataset.iter_batches(batch_size=32, batch_format="numpy"):
+        for key, tokens in zip(batch["sample_key"], batch["text"]):
+            genus, epithet = ids[int(key)].split("/")[0].split("_")
+            expected = tok([f"a photo of {genus} {epithet}."])[0].numpy()
+            assert np.array_equal(tokens, expected)
+
+
+def test_two_consumers_get_disjoint_rows_covering_the_corpus(corpus):
+    stream = build_stream(_cfg(corpus))
+    splits = stream.dataset.streaming_split(2, equal=True)  # as Ray Train splits a dataset
+    seen: list[list[int]] = [[], []]
+
+    def consume(i):
+        for batch in splits[i].iter_batches(batch_size=8, batch_format="numpy"):
+            seen[i].extend(int(k) for k in batch["sample_key"])
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(seen[0]) == len(seen[1]) == ROWS // 2 and not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(_all_ids(corpus))
+
+
+def test_multi_epoch_stream_covers_each_epoch_once_in_a_new_order(corpus):
+    stream = build_stream(_cfg(corpus, seed=4), epochs=2, start_epoch=3)
+    rows = [(int(e), int(k)) for b in stream.dataset.iter_batches(batch_size=32, batch_format="numpy")
+            for e, k in zip(b["epoch"], b["sample_key"])]
+    per_epoch = Counter(e for e, _ in rows)
+    assert per_epoch == {3: ROWS, 4: ROWS}
+    assert {k for e, k in rows if e == 3} == {k for e, k in rows if e == 4} == set(_all_ids(corpus))
+    assert list(shard_order(5, 4, 3)) != list(shard_order(5, 4, 4))
+    assert list(shard_order(5, 4, 3)) == list(shard_order(5, 4, 3))
+
+
+def test_shuffle_buffer_mixes_rows_within_a_shard(corpus):
+    def order(buffer):
+        stream = build_stream(_cfg(corpus, shuffle_buffer=buffer, seed=1))
+        return [int(k) for b in stream.dataset.iter_batches(batch_size=96, batch_format="numpy")
+                for k in b["sample_key"]]
+    manifest = shards.read_manifest(storage.resolve(corpus))
+    stored = {stable_hash64(i) for i in pq.read_table(corpus / manifest.shards[0].path,
+                                                      columns=["image_id"]).column(0).to_pylist()}
+    plain, mixed = order(0), order(64)
+    assert sorted(plain) == sorted(mixed)
+    first_shard_plain = [k for k in plain if k in stored]
+    first_shard_mixed = [k for k in mixed if k in stored]
+    assert first_shard_plain != first_shard_mixed
+
+
+def test_corrupt_image_in_a_shard_is_skipped_counted_and_never_fatal(corpus, tmp_path):
+    manifest = shards.read_manifest(storage.resolve(corpus))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    table = pq.read_table(corpus / manifest.shards[0].path)
+    images = table.column("image").to_pylist()
+    images[0] = images[0][: len(images[0]) // 3]
+    images[1] = b"definitely not a jpeg"
+    table = table.set_column(0, "image", pa.array(images, pa.binary()))
+    pq.write_table(table, broken / manifest.shards[0].path, row_group_size=8)
+    for entry in manifest.shards[1:]:
+        (broken / entry.path).write_bytes((corpus / entry.path).read_bytes())
+    (broken / "_manifest.json").write_text(manifest.model_dump_json())
+    for decode in ("cpu", "gpu"):
+        stream = build_stream(_cfg(broken, decode=decode))
+        batches = list(iter_train_batches(stream.dataset.iterator(), stream.config, 16,
+                                          drop_last=False))
+        kept = sum(len(b["sample_key"]) for b in batches)
+        assert kept == ROWS - 2, decode
+        assert all(len(b["image"]) == len(b["text"]) for b in batches)
+        summary = stream.skipped()
+        assert summary["skipped"] == 2 and sum(summary["by_reason"].values()) == 2
+
+
+def test_gpu_mode_ships_jpeg_bytes_and_decodes_on_the_consumer(corpus):
+    stream = build_stream(_cfg(corpus, decode="gpu"))
+    raw = next(iter(stream.dataset.iter_batches(batch_size=4, batch_format="numpy")))
+    assert raw["image"].dtype == object and bytes(raw["image"][0][:2]) == b"\xff\xd8"
+    batch = next(iter_train_batches(stream.dataset.iterator(), stream.config, 8, device="cpu"))
+    assert tuple(batch["image"].shape) == (8, 3, 32, 32) and tuple(batch["text"].shape) == (8, 77)
+
+
+def test_missing_corpus_fails_naming_the_uri(tmp_path):
+    with pytest.raises(shards.CorpusError, match=str(tmp_path / "nowhere")):
+        build_stream(StreamConfig(data=str(tmp_path / "nowhere")))

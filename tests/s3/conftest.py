@@ -1,0 +1,40 @@
+"""An S3 server (moto's, real wire protocol) on 127.0.0.1 for the module, then a local Ray that
+inherits its endpoint and credentials through the standard AWS environment variables."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "linnaeus-test-key", "AWS_SECRET_ACCESS_KEY": "linnaeus-test-secret",
+               "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in [*CREDENTIALS, "AWS_ENDPOINT_URL"]}
+    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def ray_s3(s3_endpoint):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield s3_endpoint
+    ray.shutdown()

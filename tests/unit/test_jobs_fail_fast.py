@@ -1,0 +1,32 @@
+"""Entrypoints refuse bad arguments and bad inputs before any cluster work (Ray never starts)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "folder", "--output", "o", "--input", "i", "--resize", "4"], "resize"),
+    (["--format", "folder", "--output", "o", "--input", "i", "--shard-rows", "0"], "shard_rows"),
+])
+def test_ingest_rejects_bad_values_naming_the_field(load_job, argv, message, capsys):
+    assert load_job("ingest").main(argv) == 2
+    assert message in capsys.readouterr().err and not ray.is_initialized()
+
+
+def test_ingest_rejects_an_unknown_format(load_job):
+    with pytest.raises(SystemExit):
+        load_job("ingest").main(["--input", "i", "--format", "zip", "--output", "o"])
+
+
+def test_ingest_of_a_missing_folder_fails_naming_it(load_job, tmp_path, capsys):
+    code = load_job("ingest").main(["--input", str(tmp_path / "nowhere"), "--format", "folder",
+                                    "--output", str(tmp_path / "out")])
+    assert code == 2 and "nowhere/taxa.csv: not found" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_preview_rejects_bad_overrides_before_ray(load_job, capsys):
+    assert load_job("preview_stream").main(["--data", "x", "--set", "mixing=sometimes"]) == 2
+    assert "mixing" in capsys.readouterr().err and not ray.is_initialized()
