@@ -12,6 +12,7 @@ Notable:
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -112,12 +113,18 @@ def read_bytes(loc: Location) -> bytes:
 
 
 def write_bytes(loc: Location, data: bytes) -> None:
+    """Write a whole object. Readers never see it half-written: an S3 PUT is atomic, and local files
+    are written beside the target and renamed over it."""
     try:
-        parent = loc.path.rsplit("/", 1)[0]
-        if not loc.is_s3:
-            loc.fs.create_dir(parent, recursive=True)
-        with loc.fs.open_output_stream(loc.path) as f:
+        if loc.is_s3:
+            with loc.fs.open_output_stream(loc.path) as f:
+                f.write(data)
+            return
+        loc.fs.create_dir(loc.path.rsplit("/", 1)[0], recursive=True)
+        partial = f"{loc.path}.partial-{uuid.uuid4().hex[:8]}"
+        with loc.fs.open_output_stream(partial) as f:
             f.write(data)
+        loc.fs.move(partial, loc.path)
     except OSError as exc:
         raise _fail(loc, "write", exc) from None
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from linnaeus.data.device_decode import crop_params, decode_and_augment
-from linnaeus.data.stream import looks_like_jpeg, tokenizer, train_transform
+from linnaeus.data.device_decode import crop_params, decode_and_augment, normalise
+from linnaeus.data.stream import crop_pixels, looks_like_jpeg, tokenizer, train_transform
 
 
 def jpeg(w=80, h=60, seed=0) -> bytes:
@@ -31,6 +31,16 @@ def test_train_transform_crops_to_model_size_and_normalises():
     out = train_transform(64, (0.9, 1.0))(Image.open(io.BytesIO(jpeg())))
     assert out.shape == (3, 64, 64) and out.dtype == torch.float32
     assert out.min() < -1.0 and out.max() > 1.0  # CLIP mean/std applied, not raw [0, 1]
+
+
+def test_uint8_crop_then_normalise_equals_open_clips_transform():
+    data = jpeg(90, 70)
+    torch.manual_seed(5)
+    split = normalise(torch.from_numpy(crop_pixels(data, 48, (0.5, 1.0))).unsqueeze(0))[0]
+    torch.manual_seed(5)
+    whole = train_transform(48, (0.5, 1.0))(Image.open(io.BytesIO(data)))
+    assert crop_pixels(data, 48, (0.5, 1.0)).dtype == np.uint8
+    assert torch.allclose(split, whole, atol=1e-5)
 
 
 def test_jpeg_structure_check_catches_truncation():

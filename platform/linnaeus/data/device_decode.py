@@ -71,15 +71,19 @@ def decode_and_augment(jpegs: Sequence[bytes], image_size: int, crop_scale: tupl
     device = torch.device(device)
     decoded = _decode(jpegs, device)
     keep = torch.tensor([d is not None for d in decoded], dtype=torch.bool)
-    mean = torch.tensor(OPENAI_DATASET_MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD, device=device).view(3, 1, 1)
     crops = []
     for image in (d for d in decoded if d is not None):
         top, left, h, w = crop_params(image.shape[-2], image.shape[-1], crop_scale, generator)
         patch = image[:, top:top + h, left:left + w].unsqueeze(0).float()
-        resized = F.interpolate(patch, size=(image_size, image_size), mode="bicubic",
-                                align_corners=False, antialias=True).clamp_(0, 255)
-        crops.append(((resized[0] / 255.0) - mean) / std)
+        crops.append(F.interpolate(patch, size=(image_size, image_size), mode="bicubic",
+                                   align_corners=False, antialias=True).clamp_(0, 255)[0])
     if not crops:
         return torch.zeros((0, 3, image_size, image_size), device=device), keep
-    return torch.stack(crops), keep
+    return normalise(torch.stack(crops)), keep
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] pixels in 0..255 (uint8 or float) -> float32 with CLIP's mean/std, on their device."""
+    mean = torch.tensor(OPENAI_DATASET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std

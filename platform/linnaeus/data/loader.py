@@ -1,7 +1,8 @@
 """The consumer end of the stream: a Ray Data iterator -> dicts of torch tensors on a device.
 
 Notable:
-- `decode="cpu"` streams ready pixels through `iter_torch_batches`; `decode="gpu"` streams JPEG bytes
+- `decode="cpu"` streams augmented uint8 pixels through `iter_torch_batches` and normalises them on
+  `device` (CLIP mean/std), so the object store carries a quarter of the bytes of float32; `decode="gpu"` streams JPEG bytes
   through `iter_batches` and decodes them on `device` (nvJPEG), dropping the text rows of any image
   that fails to decode so image i and text i always stay a pair.
 - This is what a Ray Train worker calls on `ray.train.get_dataset_shard(...)`; it does not itself touch
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from linnaeus.config import StreamConfig
-from linnaeus.data.device_decode import decode_and_augment
+from linnaeus.data.device_decode import decode_and_augment, normalise
 
 
 def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str | torch.device = "cpu",
@@ -24,8 +25,9 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
                        ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key [B], epoch [B]} on `device`."""
     if cfg.decode == "cpu":
-        yield from iterator.iter_torch_batches(batch_size=batch_size, device=device,
-                                               drop_last=drop_last, prefetch_batches=prefetch_batches)
+        for batch in iterator.iter_torch_batches(batch_size=batch_size, device=device,
+                                                 drop_last=drop_last, prefetch_batches=prefetch_batches):
+            yield {**batch, "image": normalise(batch["image"])}
         return
     generator = torch.Generator().manual_seed(cfg.seed)
     for batch in iterator.iter_batches(batch_size=batch_size, batch_format="numpy",

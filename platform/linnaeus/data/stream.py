@@ -130,6 +130,22 @@ def train_transform(image_size: int, crop_scale: tuple[float, float]):
 
 
 @functools.lru_cache(maxsize=4)
+def crop_transform(image_size: int, crop_scale: tuple[float, float]):
+    """The PIL half of `train_transform` (crop + mode): its output stays 8-bit, and the float half
+    (to-tensor + normalise, `loader.normalise`) runs on the trainer. Pixels travel through Ray's object
+    store as uint8, a quarter of the bytes of float32."""
+    from torchvision.transforms import Compose
+
+    return Compose(train_transform(image_size, crop_scale).transforms[:-2])
+
+
+def crop_pixels(data: bytes, image_size: int, crop_scale: tuple[float, float]) -> np.ndarray:
+    """Encoded image -> augmented uint8 pixels [3, S, S]."""
+    image = crop_transform(image_size, crop_scale)(image_ops.decode_rgb(data))
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+
+@functools.lru_cache(maxsize=4)
 def tokenizer(model: str, context_length: int):
     import open_clip
 
@@ -142,7 +158,8 @@ def looks_like_jpeg(data: bytes) -> bool:
 
 
 class _Preprocess:
-    """Ray Data UDF: rows -> {image, text, sample_key, epoch} numpy columns; skips what it cannot use."""
+    """Ray Data UDF: rows -> {image (uint8 [B,3,S,S], or JPEG bytes), text, sample_key, epoch} numpy
+    columns; skips what it cannot use."""
 
     def __init__(self, cfg: StreamConfig, counter: ray.actor.ActorHandle):
         self.cfg, self.counter = cfg, counter
@@ -187,8 +204,7 @@ class _Preprocess:
             if not looks_like_jpeg(data):
                 raise image_ops.ImageRejected("undecodable", "not a complete JPEG (no SOI/EOI marker)")
             return data
-        transform = train_transform(self.cfg.image_size, tuple(self.cfg.crop_scale))
-        return transform(image_ops.decode_rgb(data)).numpy()
+        return crop_pixels(data, self.cfg.image_size, tuple(self.cfg.crop_scale))
 
     def _output(self, keep: list[int], pixels: list, captions: list[str], ids: list[str],
                 epochs: list[int]) -> dict:
@@ -198,7 +214,7 @@ class _Preprocess:
         if self.cfg.decode == "gpu":
             image = np.array(pixels + [b""], dtype=object)[:-1]  # keep bytes as objects, never a 2-D array
         else:
-            image = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), dtype=np.float32)
+            image = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), dtype=np.uint8)
         return {"image": image, "text": tokens.astype(np.int64),
                 "sample_key": np.array([stable_hash64(ids[i]) for i in keep], dtype=np.int64),
                 "epoch": np.array([epochs[i] for i in keep], dtype=np.int64)}
