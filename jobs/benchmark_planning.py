@@ -32,8 +32,9 @@ def rss_mb() -> float:
 
 
 def write_manifest(root: Path, num_shards: int, rows_per_shard: int) -> None:
+    groups = -(-rows_per_shard // shards.ROW_GROUP_ROWS)
     entries = [shards.ShardEntry(path=f"part-bench-{i:08x}.parquet", rows=rows_per_shard,
-                                 bytes=384 * 2**20) for i in range(num_shards)]
+                                 bytes=384 * 2**20, row_groups=groups) for i in range(num_shards)]
     rows = num_shards * rows_per_shard
     manifest = shards.Manifest(run_id="bench", created_at="generated", rows=rows, taxa=450_000,
                                shards=entries, rank_completeness={r: rows for r in [*RANKS, "common_name"]},

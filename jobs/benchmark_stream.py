@@ -26,42 +26,46 @@ import torch
 from linnaeus import storage
 from linnaeus.config import IngestConfig, StreamConfig
 from linnaeus.data import shards
-from linnaeus.data.images import decode_rgb
 from linnaeus.data.ingest import run_ingest
 from linnaeus.data.loader import iter_train_batches
-from linnaeus.data.stream import build_stream, tokenizer, train_transform
+from linnaeus.data.stream import READ_COLUMNS, _Preprocess, build_stream
 from linnaeus.runtime import init_ray
-from linnaeus.taxonomy import RANKS, Taxon, TextSampler
 
 
 def single_core(corpus: Path, cfg: StreamConfig, rows: int) -> float:
-    """Rows/s of the per-row work in one process (no Ray, no batching overheads)."""
+    """Rows/s of the stream's own per-row work (`_Preprocess`) in this process: no Ray, one core."""
     manifest = shards.read_manifest(storage.resolve(corpus))
-    table = pa.concat_tables([pq.read_table(corpus / e.path) for e in manifest.shards]).slice(0, rows)
-    cols = table.to_pydict()
-    transform, tok = train_transform(cfg.image_size, tuple(cfg.crop_scale)), tokenizer(cfg.model, 77)
-    sampler = TextSampler(cfg.text_types, cfg.mixing, cfg.seed)
+    table = pa.concat_tables([pq.read_table(corpus / e.path, columns=READ_COLUMNS)
+                              for e in manifest.shards]).slice(0, rows)
+    table = table.append_column("epoch", pa.array([0] * table.num_rows, pa.int64()))
+    preprocess = _Preprocess(cfg, counter=None)  # the counter is only called when a row is skipped
+    preprocess(table.slice(0, 8))  # load the tokenizer and transforms outside the timing
     start = time.perf_counter()
-    for i in range(table.num_rows):
-        transform(decode_rgb(cols["image"][i]))
-        taxon = Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
-        tok(sampler.captions([taxon], [cols["image_id"][i]]))
+    for offset in range(0, table.num_rows, cfg.preprocess_batch):
+        preprocess(table.slice(offset, cfg.preprocess_batch))
     return table.num_rows / (time.perf_counter() - start)
 
 
-def streamed(cfg: StreamConfig, epochs: int, batch_size: int) -> dict:
+def streamed(cfg: StreamConfig, epochs: int, batch_size: int, stats_path: Path,
+             consumer: str = "loader") -> dict:
+    """consumer="loader": batches as a trainer takes them (tensors on its device, decoded/normalised);
+    "raw": numpy batches as Ray Data delivers them, to tell the pipeline's rate from the consumer's."""
     stream = build_stream(cfg, epochs=epochs)
+    iterator = stream.dataset.iterator()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where a trainer would take the batches
+    batches = (iter_train_batches(iterator, cfg, batch_size, device=device, drop_last=False)
+               if consumer == "loader" else
+               iterator.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=False))
     start, first, rows, first_rows = time.perf_counter(), None, 0, 0
-    for batch in iter_train_batches(stream.dataset.iterator(), cfg, batch_size, device=device,
-                                    drop_last=False):
+    for batch in batches:
         rows += len(batch["sample_key"])
         if first is None:  # worker start-up (imports torch/open_clip) is paid once per run
             first, first_rows = time.perf_counter() - start, rows
     seconds = time.perf_counter() - start
+    stats_path.write_text(iterator.stats())  # Ray Data's per-operator timings, for finding the limit
     steady = (rows - first_rows) / max(1e-9, seconds - first)
     cpus = ray.cluster_resources().get("CPU", 1)
-    return {"rows": rows, "seconds": round(seconds, 2), "first_batch_s": round(first or 0, 2),
+    return {"consumer": consumer, "rows": rows, "seconds": round(seconds, 2), "first_batch_s": round(first or 0, 2),
             "rows_per_s": round(rows / seconds, 1), "cpus": cpus,
             "steady_rows_per_s": round(steady, 1), "steady_rows_per_s_per_cpu": round(steady / cpus, 1),
             "skipped": stream.skipped()["skipped"]}
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--decode", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--preprocess-batch", type=int, default=64)
     args = p.parse_args(argv)
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -83,13 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     if not (corpus / shards.MANIFEST_NAME).exists():
         run_ingest(IngestConfig(input=args.input, format="folder", output=str(corpus), shard_rows=512))
-    cfg = StreamConfig(data=str(corpus), image_size=args.image_size, decode=args.decode)
+    cfg = StreamConfig(data=str(corpus), image_size=args.image_size, decode=args.decode,
+                       preprocess_batch=args.preprocess_batch)
+    # Warm the Ray workers (each imports torch and open_clip once, seconds apiece) as a long training
+    # run would have; the measured stream below then reuses them.
+    warmup = streamed(cfg, 1, args.batch_size, out / "ray_data_stats_warmup.txt")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     result = {"machine": f"{os.cpu_count()} CPUs, {gpu}", "corpus": str(corpus),
               "date": time.strftime("%Y-%m-%d"), "image_size": args.image_size,
-              "decode": args.decode, "batch_size": args.batch_size, "epochs": args.epochs,
+              "decode": args.decode, "batch_size": args.batch_size,
+              "preprocess_batch": args.preprocess_batch, "shards": len(shards.read_manifest(
+                  storage.resolve(corpus)).shards), "epochs": args.epochs,
               "single_core_rows_per_s": round(single_core(corpus, cfg, 512), 1),
-              "stream": streamed(cfg, args.epochs, args.batch_size)}
+              "warmup": warmup,
+              "stream_raw": streamed(cfg, args.epochs, args.batch_size, out / "ray_data_stats_raw.txt",
+                                     consumer="raw"),
+              "stream": streamed(cfg, args.epochs, args.batch_size, out / "ray_data_stats.txt")}
     (out / "stream.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

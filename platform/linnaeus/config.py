@@ -45,8 +45,11 @@ class StreamConfig(Strict):
     decode: Literal["cpu", "gpu"] = Field(
         "cpu", description="cpu: decode + augment in Ray Data; gpu: ship JPEG bytes, decode on the trainer")
     crop_scale: tuple[float, float] = (0.9, 1.0)  # open_clip's default RandomResizedCrop scale
-    shuffle_buffer: int = Field(2048, ge=0, description="rows mixed in each reader (0: shard order only)")
+    shuffle_buffer: int = Field(2048, ge=0, description="rows mixed across row groups in each reader")
     preprocess_batch: int = Field(64, ge=1)
+    preprocess_workers: int | None = Field(
+        None, ge=1, description="preprocessing actors (default: one per CPU in the cluster, less one)")
+    preprocess_cpus: float = Field(1.0, gt=0, description="CPUs each preprocessing actor reserves")
     s3: S3Options | None = None
 
     @field_validator("crop_scale")

@@ -15,7 +15,7 @@ from linnaeus.config import IngestConfig, StreamConfig
 from linnaeus.data import shards
 from linnaeus.data.ingest import run_ingest
 from linnaeus.data.loader import iter_train_batches
-from linnaeus.data.stream import build_stream, shard_order, tokenizer
+from linnaeus.data.stream import build_stream, tokenizer, unit_order
 from linnaeus.taxonomy import stable_hash64
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -87,23 +87,25 @@ def test_multi_epoch_stream_covers_each_epoch_once_in_a_new_order(corpus):
     per_epoch = Counter(e for e, _ in rows)
     assert per_epoch == {3: ROWS, 4: ROWS}
     assert {k for e, k in rows if e == 3} == {k for e, k in rows if e == 4} == set(_all_ids(corpus))
-    assert list(shard_order(5, 4, 3)) != list(shard_order(5, 4, 4))
-    assert list(shard_order(5, 4, 3)) == list(shard_order(5, 4, 3))
+    assert list(unit_order(5, 4, 3)) != list(unit_order(5, 4, 4))
+    assert list(unit_order(5, 4, 3)) == list(unit_order(5, 4, 3))
 
 
-def test_shuffle_buffer_mixes_rows_within_a_shard(corpus):
-    def order(buffer):
-        stream = build_stream(_cfg(corpus, shuffle_buffer=buffer, seed=1))
-        return [int(k) for b in stream.dataset.iter_batches(batch_size=96, batch_format="numpy")
-                for k in b["sample_key"]]
+def test_rows_of_a_row_group_come_out_in_a_seeded_per_epoch_order(corpus):
     manifest = shards.read_manifest(storage.resolve(corpus))
-    stored = {stable_hash64(i) for i in pq.read_table(corpus / manifest.shards[0].path,
-                                                      columns=["image_id"]).column(0).to_pylist()}
-    plain, mixed = order(0), order(64)
-    assert sorted(plain) == sorted(mixed)
-    first_shard_plain = [k for k in plain if k in stored]
-    first_shard_mixed = [k for k in mixed if k in stored]
-    assert first_shard_plain != first_shard_mixed
+    stored = [stable_hash64(i) for i in pq.read_table(corpus / manifest.shards[0].path,
+                                                      columns=["image_id"]).column(0).to_pylist()]
+
+    def order(seed, epoch):
+        stream = build_stream(_cfg(corpus, seed=seed), start_epoch=epoch)
+        keys = [int(k) for b in stream.dataset.iter_batches(batch_size=96, batch_format="numpy")
+                for k in b["sample_key"]]
+        return [k for k in keys if k in set(stored)]
+
+    first = order(1, 0)
+    assert sorted(first) == sorted(stored) and first != stored
+    assert order(1, 0) == first  # reproducible: one row group is read and shuffled by one reader
+    assert order(1, 1) != first and order(2, 0) != first
 
 
 def test_corrupt_image_in_a_shard_is_skipped_counted_and_never_fatal(corpus, tmp_path):
@@ -115,7 +117,7 @@ def test_corrupt_image_in_a_shard_is_skipped_counted_and_never_fatal(corpus, tmp
     images[0] = images[0][: len(images[0]) // 3]
     images[1] = b"definitely not a jpeg"
     table = table.set_column(0, "image", pa.array(images, pa.binary()))
-    pq.write_table(table, broken / manifest.shards[0].path, row_group_size=8)
+    pq.write_table(table, broken / manifest.shards[0].path)  # one row group, as the manifest says
     for entry in manifest.shards[1:]:
         (broken / entry.path).write_bytes((corpus / entry.path).read_bytes())
     (broken / "_manifest.json").write_text(manifest.model_dump_json())

@@ -44,6 +44,7 @@ class ShardEntry(BaseModel):
     path: str  # relative to the corpus root
     rows: int = Field(ge=0)
     bytes: int = Field(ge=0)
+    row_groups: int = Field(ge=0)  # the stream's unit of work: readers plan from this, not the footer
 
 
 class Manifest(BaseModel):
@@ -99,6 +100,7 @@ class ShardStats:
     path: str
     rows: int
     bytes: int
+    row_groups: int
     rank_counts: dict[str, int]
     text_type_counts: dict[str, int]
     taxa: set[str]
@@ -135,7 +137,8 @@ def write_shard(root: storage.Location, name: str, table: pa.Table) -> ShardStat
     data = sink.getvalue()
     storage.write_bytes(root.join(name), data)
     rank_counts, tt_counts, taxa = rows_stats(table)
-    return ShardStats(name, table.num_rows, len(data), rank_counts, tt_counts, taxa)
+    groups = pq.read_metadata(io.BytesIO(data)).num_row_groups
+    return ShardStats(name, table.num_rows, len(data), groups, rank_counts, tt_counts, taxa)
 
 
 def build_manifest(run_id: str, source: str, shards: list[ShardStats], skipped: int) -> Manifest:
@@ -152,7 +155,8 @@ def build_manifest(run_id: str, source: str, shards: list[ShardStats], skipped: 
     return Manifest(
         run_id=run_id, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         rows=sum(s.rows for s in shards), taxa=len(taxa),
-        shards=[ShardEntry(path=s.path, rows=s.rows, bytes=s.bytes) for s in shards],
+        shards=[ShardEntry(path=s.path, rows=s.rows, bytes=s.bytes, row_groups=s.row_groups)
+                for s in shards],
         rank_completeness=rank_counts, text_types=tt_counts, source=source, skipped=skipped)
 
 

@@ -1,15 +1,19 @@
 """The training stream: corpus shards -> Ray Data -> decoded, augmented, captioned, tokenised batches.
 
 Notable:
-- Planning reads `_manifest.json` and nothing else. The dataset is `ray.data.range(shards x epochs)`:
-  item i is (epoch, slot), and the reader maps the slot through that epoch's seeded permutation of the
-  shard list. Planning is O(1) Ray work plus one `ray.put` of the path list, however many images.
-- Each reader streams one shard row group at a time (~1k rows) through a bounded shuffle buffer, in a
-  per-(epoch, shard) shuffled row-group order; parallel readers interleave, which mixes shards further.
+- Planning reads `_manifest.json` and nothing else. The unit of work is a row group (~1k rows): the
+  dataset is `ray.data.range(row groups x epochs)`, item i is (epoch, slot), and the reader maps the
+  slot through that epoch's seeded permutation of every row group in the corpus. Planning is one
+  `ray.put` of the (path, group) list (~100k entries for 100M images) and O(1) Ray work.
+- A reader call takes the items of one input block and mixes their rows in a bounded shuffle buffer;
+  parallel readers interleave, which mixes further. Row groups, not shards, are spread over the
+  preprocess workers, so a corpus of few large shards still keeps every worker busy.
 - Captions are drawn per image from (seed, epoch, image_id), tokenised in the pipeline (CPU workers):
   `iter_torch_batches` cannot carry strings, and the trainer should not spend its time on text.
 - `decode="gpu"` ships the JPEG bytes instead of pixels; `device_decode` turns them into tensors on the
   trainer's device. Use it when CPU decoding cannot keep up with the GPU.
+- Preprocessing runs in an actor pool (`preprocess_workers`, default one per CPU but one), so
+  imports and tokenizer loading happen once per worker, not once per task.
 - A corrupt image met here is skipped, counted by a small actor (`Stream.skipped()`) and logged; it
   never fails the run.
 """
@@ -37,6 +41,7 @@ from linnaeus.taxonomy import RANKS, Taxon, TextSampler, rng_for, stable_hash64
 log = logging.getLogger(__name__)
 
 MAX_READ_BLOCKS = 4096
+READER_CPUS = 0.5  # readers mostly wait on storage; the CPU work is in _Preprocess
 READ_COLUMNS = ["image", "image_id", *RANKS, "common_name"]
 MAX_SKIP_EXAMPLES = 100
 
@@ -77,44 +82,51 @@ class Stream:
         return ray.get(self.counter.summary.remote())
 
 
-def shard_order(num_shards: int, seed: int, epoch: int) -> np.ndarray:
-    """The shard permutation of one epoch (the same on every process)."""
-    return rng_for(seed, "shards", epoch).permutation(num_shards)
+@functools.lru_cache(maxsize=2)
+def unit_order(num_units: int, seed: int, epoch: int) -> np.ndarray:
+    """The row-group permutation of one epoch (the same on every process)."""
+    return rng_for(seed, "row-groups", epoch).permutation(num_units)
 
 
-class _ReadShards:
-    """Ray Data UDF: stream item ids -> row-group tables of one shard, through a shuffle buffer."""
+class _ReadRowGroups:
+    """Ray Data UDF: stream item ids -> rows of the row groups they name, through a shuffle buffer.
 
-    def __init__(self, fs, paths_ref, cfg: StreamConfig, start_epoch: int, num_shards: int):
-        self.fs, self.paths_ref, self.cfg = fs, paths_ref, cfg
-        self.start_epoch, self.num_shards = start_epoch, num_shards
+    Item i is (epoch, slot); the slot goes through that epoch's permutation of every row group of the
+    corpus. One call gets the items of one input block (several row groups of different shards when
+    the corpus is large), and mixes them in a buffer of `shuffle_buffer` rows.
+    """
+
+    def __init__(self, fs, units_ref, cfg: StreamConfig, start_epoch: int, num_units: int):
+        self.fs, self.units_ref, self.cfg = fs, units_ref, cfg
+        self.start_epoch, self.num_units = start_epoch, num_units
 
     @functools.cached_property
-    def paths(self) -> list[str]:
-        return ray.get(self.paths_ref)
+    def units(self) -> list[tuple[str, int, int]]:
+        return ray.get(self.units_ref)
 
     def __call__(self, batch: dict) -> Iterator[pa.Table]:
-        for item in batch["id"]:
-            epoch = self.start_epoch + int(item) // self.num_shards
-            shard = int(shard_order(self.num_shards, self.cfg.seed, epoch)[int(item) % self.num_shards])
-            yield from self._read(self.paths[shard], epoch)
-
-    def _read(self, path: str, epoch: int) -> Iterator[pa.Table]:
-        rng = rng_for(self.cfg.seed, "rows", epoch, path)
-        with self.fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            buffer: pa.Table | None = None
-            for group in rng.permutation(parquet.num_row_groups):
-                table = parquet.read_row_group(int(group), columns=READ_COLUMNS)
-                buffer = table if buffer is None else pa.concat_tables([buffer, table])
-                if buffer.num_rows > self.cfg.shuffle_buffer:
-                    buffer = buffer.take(rng.permutation(buffer.num_rows)) if self.cfg.shuffle_buffer \
-                        else buffer
-                    keep = self.cfg.shuffle_buffer // 2
-                    yield _with_epoch(buffer.slice(0, buffer.num_rows - keep), epoch)
-                    buffer = buffer.slice(buffer.num_rows - keep)
-            if buffer is not None and buffer.num_rows:
-                yield _with_epoch(buffer.take(rng.permutation(buffer.num_rows)), epoch)
+        buffer: pa.Table | None = None
+        ids = [int(i) for i in batch["id"]]
+        rng = rng_for(self.cfg.seed, "rows", *ids[:1])
+        for item in ids:
+            epoch = self.start_epoch + item // self.num_units
+            path, group, groups = self.units[int(unit_order(self.num_units, self.cfg.seed, epoch)
+                                                 [item % self.num_units])]
+            with self.fs.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                if parquet.num_row_groups != groups:  # rewritten behind the manifest's back
+                    raise shards.CorpusError(f"{path}: {parquet.num_row_groups} row groups, the "
+                                             f"manifest says {groups}; re-run the ingest")
+                table = parquet.read_row_group(group, columns=READ_COLUMNS)
+            table = _with_epoch(table.take(rng.permutation(table.num_rows)), epoch)
+            buffer = table if buffer is None else pa.concat_tables([buffer, table])
+            if buffer.num_rows > self.cfg.shuffle_buffer:
+                buffer = buffer.take(rng.permutation(buffer.num_rows))
+                keep = self.cfg.shuffle_buffer // 2
+                yield buffer.slice(0, buffer.num_rows - keep)
+                buffer = buffer.slice(buffer.num_rows - keep)
+        if buffer is not None and buffer.num_rows:
+            yield buffer.take(rng.permutation(buffer.num_rows))
 
 
 def _with_epoch(table: pa.Table, epoch: int) -> pa.Table:
@@ -161,9 +173,10 @@ class _Preprocess:
     """Ray Data UDF: rows -> {image (uint8 [B,3,S,S], or JPEG bytes), text, sample_key, epoch} numpy
     columns; skips what it cannot use."""
 
-    def __init__(self, cfg: StreamConfig, counter: ray.actor.ActorHandle):
+    def __init__(self, cfg: StreamConfig, counter: ray.actor.ActorHandle | None):
         self.cfg, self.counter = cfg, counter
         self.sampler = TextSampler(cfg.text_types, cfg.mixing, cfg.seed)
+        tokenizer(cfg.model, cfg.context_length)  # load once per worker, before the first batch
 
     def __call__(self, table: pa.Table) -> dict:
         cols = table.to_pydict()
@@ -228,12 +241,23 @@ def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0) -> St
     manifest = shards.read_manifest(root)
     if not manifest.shards:
         raise shards.CorpusError(f"{root.uri}: the corpus has no shards (0 rows ingested)")
-    paths = [manifest.shard_location(root, e).path for e in manifest.shards]
-    items = len(paths) * epochs
+    units = [(manifest.shard_location(root, e).path, g, e.row_groups)
+             for e in manifest.shards for g in range(e.row_groups)]
+    items = len(units) * epochs
     counter = SkipCounter.remote()
     ds = ray.data.range(items, override_num_blocks=min(items, MAX_READ_BLOCKS))
-    ds = ds.map_batches(_ReadShards(root.fs, ray.put(paths), cfg, start_epoch, len(paths)),
-                        batch_size=1, batch_format="numpy")
-    ds = ds.map_batches(_Preprocess(cfg, counter), batch_size=cfg.preprocess_batch,
-                        batch_format="pyarrow")
+    # The reader asks for a different CPU share so Ray Data does not fuse it with the preprocessing:
+    # fused, the pair would take the larger batch size and bundle many items into one task.
+    ds = ds.map_batches(_ReadRowGroups(root.fs, ray.put(units), cfg, start_epoch, len(units)),
+                        batch_size=None, batch_format="numpy", num_cpus=READER_CPUS)
+    # An actor pool, not tasks: each preprocess worker imports torch/open_clip and loads the tokenizer
+    # once. As tasks, Ray reaps idle worker processes and the replacements pay those seconds again.
+    # The pool starts at full size (growing from one actor took most of a short run), and by default
+    # leaves a CPU for the readers and the consumer so the pipeline can never starve itself.
+    actors = cfg.preprocess_workers or max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    ds = ds.map_batches(_Preprocess, fn_constructor_args=(cfg, counter),
+                        batch_size=cfg.preprocess_batch, batch_format="pyarrow",
+                        num_cpus=cfg.preprocess_cpus,
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors,
+                                                           initial_size=actors))
     return Stream(ds, manifest, cfg, epochs, counter)
