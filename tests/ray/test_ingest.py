@@ -42,6 +42,7 @@ def planted(synthetic_folder, tmp_path_factory):
         "truncated.jpg": good[: len(good) // 2],
         "notes.jpg": b"field notes, not a photo\n",
         "cmyk.jpg": _encode(_noise("CMYK"), "JPEG"),
+        "cmyk2.jpg": _encode(_noise("CMYK", (30, 30)), "JPEG"),
         "deep.png": _encode(Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)), "PNG"),
         "alpha.png": _encode(_noise("RGBA"), "PNG"),
         "bomb.png": _encode(Image.new("L", (6000, 6000)), "PNG"),
@@ -69,9 +70,11 @@ def test_every_bad_input_is_reported_and_the_rest_ingested(planted, tmp_path):
     assert reasons == {"zero.jpg": "empty", "truncated.jpg": "undecodable", "notes.jpg": "not_an_image",
                        "bomb.png": "too_many_pixels", "a.jpg": "no_taxonomy", "b.jpg": "no_taxonomy",
                        "taxa.csv:10": "malformed_taxonomy"}
-    assert result.rows == 8 * 12 + 3  # the synthetic images plus cmyk, 16-bit and alpha, converted
-    assert report["converted_by_kind"] == {"cmyk->rgb": 1, "png->jpeg,i;16->rgb": 1,
+    assert result.rows == 8 * 12 + 4  # the synthetic images plus 2 cmyk, 16-bit and alpha, converted
+    assert report["converted_by_kind"] == {"cmyk->rgb": 2, "png->jpeg,i;16->rgb": 1,
                                            "png->jpeg,rgba->rgb": 1}
+    assert report["converted"] == result.converted == 4
+    assert {e["conversion"] for e in report["converted_examples"]} == set(report["converted_by_kind"])
     assert result.skipped == len(report["skipped_inputs"]) == 7
 
 

@@ -32,7 +32,7 @@ from linnaeus.taxonomy import stable_hash64
 log = logging.getLogger(__name__)
 
 TARGET_SHARD_BYTES = 384 * 2**20
-MAX_CONVERSION_EXAMPLES = 1000
+MAX_CONVERSION_EXAMPLES = 100
 LOAD_BATCH = 32  # images per load task call (and per input block)
 WRITER_CPUS = 0.5  # the writer mostly waits on compression and I/O
 
@@ -71,8 +71,8 @@ class _LoadImages:
 
     def _rows(self, item: dict) -> Iterator[dict]:
         if "tar" in item:
-            loc = storage.Location(self.root.fs, item["tar"], item["tar"])
-            yield from self._tar_rows(loc)
+            uri = f"s3://{item['tar']}" if self.root.is_s3 else item["tar"]
+            yield from self._tar_rows(storage.Location(self.root.fs, item["tar"], uri))
             return
         try:
             data = storage.read_bytes(self._location(item["path"]))
@@ -121,8 +121,12 @@ class _WriteShards:
         good = [r for r in rows if r.get("reason") is None]
         records = [{"kind": "reject", "input": r["input"], "reason": r["reason"],
                     "detail": r["detail"]} for r in rows if r.get("reason") is not None]
-        records += [{"kind": "converted", "input": r["image_id"], "reason": r["converted"]}
-                    for r in good if r.get("converted")]
+        # Conversions are counted, not listed: a corpus of PNGs would otherwise send one record per
+        # image to the driver. One example per kind and shard is kept.
+        kinds = Counter(r["converted"] for r in good if r.get("converted"))
+        examples = {r["converted"]: r["image_id"] for r in reversed(good) if r.get("converted")}
+        records += [{"kind": "converted", "input": examples[k], "reason": k, "detail": str(n)}
+                    for k, n in kinds.items()]
         if good:
             table = _table(good, shards.SCHEMA)
             name = f"part-{self.run_id}-{stable_hash64(good[0]['image_id'], len(good)):016x}.parquet"
@@ -148,12 +152,15 @@ def _report(cfg: IngestConfig, run_id: str, plan: sources.Plan, records: list[di
     skipped = plan.rejects + [{k: r[k] for k in ("input", "reason", "detail")}
                               for r in records if r["kind"] == "reject"]
     converted = [r for r in records if r["kind"] == "converted"]
+    by_kind: Counter[str] = Counter()
+    for r in converted:
+        by_kind[r["reason"]] += int(r["detail"])
     return {
         "run_id": run_id, "input": cfg.input, "format": cfg.format.value, "output": cfg.output,
         "rows": manifest.rows, "skipped": len(skipped),
         "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
-        "converted": len(converted),
-        "converted_by_kind": dict(Counter(c["reason"] for c in converted)),
+        "converted": sum(by_kind.values()),
+        "converted_by_kind": dict(by_kind),
         "skipped_inputs": sorted(skipped, key=lambda s: s["input"]),
         "converted_examples": [{"image_id": c["input"], "conversion": c["reason"]}
                                for c in converted[:MAX_CONVERSION_EXAMPLES]],
