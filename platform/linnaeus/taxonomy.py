@@ -129,10 +129,6 @@ class Taxon:
         """A stable string id of the lineage (missing ranks kept as empty fields)."""
         return "|".join(part or "" for part in self.lineage)
 
-    @property
-    def deepest_rank(self) -> str:
-        return next(r for r, v in zip(reversed(RANKS), reversed(self.lineage)) if v)
-
     # --- names -------------------------------------------------------------------------------------
     def taxonomic_name(self) -> str:
         """The known ranks, space-joined: "Animalia Chordata Aves ... Pica hudsonia"."""

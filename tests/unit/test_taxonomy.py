@@ -101,6 +101,12 @@ def test_captions_match_every_sample_of_the_tol_sample_corpus(shared_data):
     assert checked >= 400
 
 
+def test_tagged_name_round_trips_through_parse_tagged():
+    genus_only = Taxon.from_ranks({"kingdom": "Animalia", "class": "Aves", "genus": "Geococcyx"})
+    for taxon in (MAGPIE, genus_only):
+        assert parse_tagged(f"a photo of {taxon.tagged_name()}.") == taxon
+
+
 def test_parse_tagged_reads_ranks_by_their_tags():
     taxon = parse_tagged("a photo of kingdom Animalia phylum Chordata class Aves order "
                          "Cuculiformes family Cuculidae genus Geococcyx.")

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from linnaeus import storage
-from linnaeus.taxonomy import ALL_TEXT_TYPES, RANKS, Taxon
+from linnaeus.taxonomy import ALL_TEXT_TYPES, RANKS, Taxon, text_type_counts
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "_manifest.json"
@@ -118,14 +118,9 @@ def rows_stats(table: pa.Table) -> tuple[dict[str, int], dict[str, int], set[str
     """Per-rank completeness, text-type availability and distinct lineages of a table's rows."""
     cols = {c: table.column(c).to_pylist() for c in [*RANKS, "common_name"]}
     rank_counts = {c: sum(v is not None for v in values) for c, values in cols.items()}
-    tt_counts = dict.fromkeys((t.value for t in ALL_TEXT_TYPES), 0)
-    taxa: set[str] = set()
-    for i in range(table.num_rows):
-        taxon = Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
-        taxa.add(taxon.key)
-        for t in taxon.available_text_types():
-            tt_counts[t.value] += 1
-    return rank_counts, tt_counts, taxa
+    rows = [Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
+            for i in range(table.num_rows)]
+    return rank_counts, text_type_counts(rows), {taxon.key for taxon in rows}
 
 
 def write_shard(root: storage.Location, name: str, table: pa.Table) -> ShardStats:

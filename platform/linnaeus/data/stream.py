@@ -73,10 +73,6 @@ class Stream:
     epochs: int
     counter: ray.actor.ActorHandle
 
-    @property
-    def rows_per_epoch(self) -> int:
-        return self.manifest.rows
-
     def skipped(self) -> dict:
         """Images skipped so far (counts by reason and the first examples)."""
         return ray.get(self.counter.summary.remote())
