@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Ray's metrics thread (opencensus' harvester) was seen aborting a worker with SIGABRT on the GPU host,
+# and one local run lost its pytest process without a trace; the tests need no Ray metrics, so the
+# thread is not started. Set before any ray.init, and inherited by the workers.
+os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +35,14 @@ def synthetic_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ray_local():
     """One local Ray per test module (2 CPUs, no dashboard), as the house rules ask."""
+    import gc
+
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
+    gc.collect()  # finalise dataset iterators so their executor threads stop before Ray does
     ray.shutdown()
 
 

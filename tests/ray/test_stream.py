@@ -134,9 +134,10 @@ def test_corrupt_image_in_a_shard_is_skipped_counted_and_never_fatal(corpus, tmp
 
 def test_gpu_mode_ships_jpeg_bytes_and_decodes_on_the_consumer(corpus):
     stream = build_stream(_cfg(corpus, decode="gpu"))
-    raw = next(iter(stream.dataset.iter_batches(batch_size=4, batch_format="numpy")))
+    # Iterators are run to the end: one left half-consumed keeps Ray Data threads alive past the test.
+    raw = list(stream.dataset.iter_batches(batch_size=4, batch_format="numpy"))[0]
     assert raw["image"].dtype == object and bytes(raw["image"][0][:2]) == b"\xff\xd8"
-    batch = next(iter_train_batches(stream.dataset.iterator(), stream.config, 8, device="cpu"))
+    batch = list(iter_train_batches(stream.dataset.iterator(), stream.config, 8, device="cpu"))[0]
     assert tuple(batch["image"].shape) == (8, 3, 32, 32) and tuple(batch["text"].shape) == (8, 77)
 
 
