@@ -1,0 +1,126 @@
+"""open_clip models by name: the factory, initialisation from a checkpoint, and export in open_clip's format.
+
+Notable:
+- Any open_clip architecture works by name (ViT-B-16 is the default recipe), plus the project's small
+  configs in `model_configs/` (`linnaeus-tiny` for tests and the demo), registered with open_clip.
+- `init` is a pretrained tag (`openai`, ...) or `hf-hub:org/repo`, which need the network, or a
+  checkpoint as a path or `s3://` URI. A hub download that fails (offline machines, firewalls) raises
+  `ModelLoadError` saying what to do, not a traceback from deep inside a hub client.
+- `export_model` writes what open_clip itself reads, so models leave the platform without it:
+  `open_clip_config.json` (model and preprocess config) + `open_clip_pytorch_model.bin` (state dict).
+  `open_clip.create_model_and_transforms(arch, pretrained=".../open_clip_pytorch_model.bin")` loads it
+  for a built-in architecture, and `create_model_and_transforms("local-dir:<folder>")` for any.
+- Nothing here knows about Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+
+from linnaeus import storage
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_pytorch_model.bin"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be built or initialised; the message says why and what to do."""
+
+
+@functools.cache
+def register_configs() -> None:
+    """Make the project's own architectures known to open_clip (once per process)."""
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def model_config(arch: str) -> dict:
+    register_configs()
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise ModelLoadError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-16, ViT-L-14, "
+                             f"linnaeus-tiny; open_clip.list_models() lists them all)")
+    return cfg
+
+
+def _hub_unreachable() -> str | None:
+    """Why the model hub cannot be reached, or None. A 3 s probe: offline, hub clients retry for ~45 s
+    before failing. Skipped with HF_HUB_OFFLINE=1, where weights may come from the local cache."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=3).close()
+    except OSError as exc:
+        return f"{endpoint.hostname}:{port} is unreachable ({exc})"
+    return None
+
+
+def _from_hub(arch: str, init: str) -> torch.nn.Module:
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise ModelLoadError(
+            f"{arch}: cannot fetch pretrained weights {init!r}: the model hub {unreachable}. On a machine "
+            "without network access, download the weights where there is and pass them as a path or "
+            "s3:// URI.")
+    try:
+        if init.startswith("hf-hub:"):
+            return open_clip.create_model(init)
+        return open_clip.create_model(arch, pretrained=init)
+    except Exception as exc:  # hub clients raise many types when offline
+        raise ModelLoadError(
+            f"{arch}: cannot fetch pretrained weights {init!r} from the model hub "
+            f"({type(exc).__name__}: {str(exc)[:200]}). If this machine has no network access, "
+            "download the weights where there is and pass them as a path or s3:// URI.") from None
+
+
+def create_model(arch: str = "ViT-B-16", init: str | None = None,
+                 s3: storage.S3Options | None = None) -> torch.nn.Module:
+    """An open_clip CLIP model, randomly initialised or initialised from `init`."""
+    model_config(arch)
+    if init is None:
+        return open_clip.create_model(arch, pretrained=None)
+    if init.startswith("hf-hub:") or open_clip.is_pretrained_cfg(arch, init):
+        return _from_hub(arch, init)
+    loc = storage.resolve(init, s3)
+    if not loc.is_s3:
+        if not os.path.isfile(loc.path):
+            raise ModelLoadError(f"{init}: no such checkpoint file (nor a pretrained tag of {arch}: "
+                                 f"{open_clip.list_pretrained_tags_by_model(arch)})")
+        return _load_file(arch, loc.path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(loc.path).name
+        local.write_bytes(storage.read_bytes(loc))
+        return _load_file(arch, str(local))
+
+
+def _load_file(arch: str, path: str) -> torch.nn.Module:
+    try:
+        return open_clip.create_model(arch, pretrained=path)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not a checkpoint of {arch}: {str(exc)[:300]}") from None
+
+
+def export_model(model: torch.nn.Module, arch: str, output: str,
+                 s3: storage.S3Options | None = None) -> storage.Location:
+    """Write `model` in open_clip's own layout under `output` (folder or s3:// prefix)."""
+    out = storage.resolve(output, s3)
+    storage.ensure_bucket(out)
+    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
+    config = {"model_cfg": model_config(arch), "preprocess_cfg": preprocess}
+    storage.write_bytes(out.join(CONFIG_NAME), json.dumps(config, indent=1).encode())
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    storage.write_bytes(out.join(WEIGHTS_NAME), buf.getvalue())
+    return out
