@@ -77,9 +77,10 @@ def s3_filesystem(options: S3Options | None = None) -> pafs.S3FileSystem:
         token = o.session_token.get_secret_value() if o.session_token else _env("AWS_SESSION_TOKEN")
         if token:
             kwargs["session_token"] = token
-    elif o.profile or _env("AWS_PROFILE"):
-        # The AWS SDK inside pyarrow reads the profile itself from ~/.aws when no keys are given.
-        os.environ.setdefault("AWS_PROFILE", o.profile or _env("AWS_PROFILE") or "")
+    elif o.profile:
+        # pyarrow takes no profile argument: its AWS SDK reads AWS_PROFILE (and ~/.aws) when no keys
+        # are given, so an explicit profile has to go through the environment.
+        os.environ["AWS_PROFILE"] = o.profile
     return pafs.S3FileSystem(**kwargs)
 
 

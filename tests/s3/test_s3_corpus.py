@@ -50,6 +50,19 @@ def test_ingest_from_s3_with_corrupt_files_reports_them(synthetic_folder, tmp_pa
         [("broken.jpg", "not_an_image"), ("empty.jpg", "empty")]
 
 
+def test_csv_rows_may_point_at_s3_objects(synthetic_folder, tmp_path):
+    _upload(synthetic_folder, "s3://raw/csv-images")
+    images = sorted((synthetic_folder / "images").glob("*/*.jpg"))[:4]
+    lines = ["path,kingdom,phylum,class,order,family,genus,species,common_name"]
+    lines += [f"s3://raw/csv-images/{p.relative_to(synthetic_folder)},Animalia,Chordata,Aves,"
+              "Passeriformes,Corvidae,Pica,hudsonia,magpie" for p in images]
+    lines.append("s3://raw/csv-images/images/missing.jpg,Animalia,,,,,Pica,hudsonia,")
+    (tmp_path / "index.csv").write_text("\n".join(lines) + "\n")
+    result = run_ingest(IngestConfig(input=str(tmp_path / "index.csv"), format="csv",
+                                     output="s3://corpora/from-csv"))
+    assert result.rows == 4 and result.skipped_by_reason == {"unreadable": 1}
+
+
 def test_webdataset_tars_in_s3_ingest(shared_data):
     root = storage.resolve("s3://raw/tol")
     storage.ensure_bucket(root)

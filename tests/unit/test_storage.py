@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pyarrow.fs as pafs
 import pytest
 
@@ -49,3 +51,11 @@ def test_local_round_trip_listing_and_delete(tmp_path):
     assert [i.base_name for i in storage.list_files(root, recursive=True)] == ["b.bin"]
     storage.delete(root.join("a/b.bin"))
     assert not storage.exists(root.join("a/b.bin")) and storage.list_files(root.join("nope")) == []
+
+
+def test_an_explicit_profile_wins_over_the_environment(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_PROFILE", "from-env")
+    storage.s3_filesystem(storage.S3Options(profile="from-config"))
+    assert os.environ["AWS_PROFILE"] == "from-config"

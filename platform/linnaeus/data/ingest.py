@@ -13,6 +13,7 @@ Notable:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 from pydantic import BaseModel
 
@@ -64,7 +66,15 @@ class _LoadImages:
     def __init__(self, root: storage.Location, cfg: IngestConfig, source: str):
         self.root, self.cfg, self.source = root, cfg, source
 
+    @functools.cached_property
+    def _s3(self) -> pafs.FileSystem:
+        return storage.s3_filesystem(self.cfg.s3)
+
     def _location(self, path: str) -> storage.Location:
+        """A CSV row's path: relative to the input, absolute, or an s3:// URI (one S3 client per
+        worker, not one per image)."""
+        if path.startswith("s3://"):
+            return storage.Location(self._s3, path[len("s3://"):], path)
         if "://" in path or path.startswith("/"):
             return storage.resolve(path, self.cfg.s3)
         return self.root.join(path)

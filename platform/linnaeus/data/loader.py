@@ -18,6 +18,7 @@ import torch
 
 from linnaeus.config import StreamConfig
 from linnaeus.data.device_decode import decode_and_augment, normalise
+from linnaeus.data.stream import tokenizer
 
 
 def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str | torch.device = "cpu",
@@ -42,8 +43,6 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
 
 def decode_tokens(cfg: StreamConfig, tokens: torch.Tensor) -> str:
     """Token ids back to text (as the BPE sees it: lower case), without start/end markers."""
-    from linnaeus.data.stream import tokenizer
-
     text = tokenizer(cfg.model, cfg.context_length).decode([t for t in tokens.tolist() if t])
     return text.replace("<start_of_text>", "").replace("<end_of_text>", "").strip()
 
