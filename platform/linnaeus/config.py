@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linnaeus.data.images import DEFAULT_MAX_PIXELS
 from linnaeus.data.sources import InputFormat
@@ -70,6 +70,112 @@ class IngestConfig(Strict):
     shard_rows: int | None = Field(default=None, ge=1)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     s3: S3Options | None = None
+
+
+class ModelSection(Strict):
+    arch: str = Field("ViT-B-16", description="open_clip architecture, or a config in model_configs/")
+    init: str | None = Field(None, description="openai | hf-hub:org/repo | checkpoint path | s3:// URI")
+    grad_checkpointing: bool = False
+    compile: bool = False
+
+
+class OptimSection(Strict):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.2, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    warmup_steps: int = Field(1000, ge=0)
+    grad_clip_norm: float | None = Field(1.0, gt=0)
+
+
+class ScheduleSection(Strict):
+    """How much to train. global batch = batch_size x scaling.workers x accumulation."""
+
+    batch_size: int = Field(256, ge=1, description="images per worker per micro-batch")
+    accumulation: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    epochs: float = Field(1.0, gt=0)
+    steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    log_every: int = Field(10, ge=1)
+
+
+class ScalingSection(Strict):
+    workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, description="fractions leave CPUs to Ray Data")
+
+
+class CheckpointSection(Strict):
+    storage_path: str = Field("out/runs", description="folder or s3://bucket/prefix for runs")
+    name: str | None = Field(None, description="run name (default: <recipe>-<UTC time>); reuse it to resume")
+    every_steps: int = Field(500, ge=1)
+    keep: int = Field(3, ge=1)
+    max_failures: int = Field(3, ge=0, description="worker-group restarts from the latest checkpoint")
+
+
+class FaultSection(Strict):
+    """Chaos testing: kill one worker process once, when it reaches `kill_at_step`."""
+
+    kill_at_step: int = Field(ge=1)
+    rank: int = Field(0, ge=0)
+
+
+class TrainConfig(Strict):
+    """A training recipe (`jobs/configs/*.yaml`). `data.model`, `data.image_size` and
+    `data.context_length` follow `model.arch` unless set, and must agree with it."""
+
+    data: StreamConfig
+    model: ModelSection = ModelSection()
+    optim: OptimSection = OptimSection()
+    schedule: ScheduleSection = ScheduleSection()
+    scaling: ScalingSection = ScalingSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    export: str | None = Field(None, description="where the final model goes (default: <run>/export)")
+    seed: int = 0
+    s3: S3Options | None = Field(None, description="for storage_path, export and (unless data.s3) data")
+    faults: FaultSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_follows_model(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            return raw
+        from linnaeus.models import ModelLoadError, model_config
+
+        arch = (raw.get("model") or {}).get("arch", "ViT-B-16")
+        try:
+            cfg = model_config(arch)
+        except ModelLoadError as exc:
+            raise ValueError(f"model.arch: {exc}") from None
+        data = {"model": arch, "image_size": _image_size(cfg["vision_cfg"]),
+                "context_length": cfg["text_cfg"].get("context_length", 77), **raw["data"]}
+        if raw.get("s3") is not None:
+            data.setdefault("s3", raw["s3"])
+        return {**raw, "data": data}
+
+    @model_validator(mode="after")
+    def _agree(self) -> "TrainConfig":
+        from linnaeus.models import model_config
+
+        cfg = model_config(self.model.arch)
+        want = {"model": self.model.arch, "image_size": _image_size(cfg["vision_cfg"]),
+                "context_length": cfg["text_cfg"].get("context_length", 77)}
+        for key, value in want.items():
+            if getattr(self.data, key) != value:
+                raise ValueError(f"data.{key}={getattr(self.data, key)!r} does not match model.arch "
+                                 f"{self.model.arch!r}, which needs {value!r} (leave it unset)")
+        if self.faults and self.faults.rank >= self.scaling.workers:
+            raise ValueError(f"faults.rank={self.faults.rank} but there are {self.scaling.workers} workers")
+        return self
+
+    @property
+    def global_batch(self) -> int:
+        return self.schedule.batch_size * self.scaling.workers * self.schedule.accumulation
+
+
+def _image_size(vision_cfg: dict) -> int:
+    size = vision_cfg.get("image_size", 224)
+    return size if isinstance(size, int) else size[0]
 
 
 def _set_dotted(target: dict, dotted: str, value: Any) -> None:

@@ -15,9 +15,11 @@ Notable:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -51,6 +53,17 @@ def model_config(arch: str) -> dict:
         raise ModelLoadError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-16, ViT-L-14, "
                              f"linnaeus-tiny; open_clip.list_models() lists them all)")
     return cfg
+
+
+@contextlib.contextmanager
+def _quiet_root_warnings():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _hub_unreachable() -> str | None:
@@ -90,7 +103,8 @@ def create_model(arch: str = "ViT-B-16", init: str | None = None,
     """An open_clip CLIP model, randomly initialised or initialised from `init`."""
     model_config(arch)
     if init is None:
-        return open_clip.create_model(arch, pretrained=None)
+        with _quiet_root_warnings():  # open_clip warns that no weights were loaded: that is the request
+            return open_clip.create_model(arch, pretrained=None)
     if init.startswith("hf-hub:") or open_clip.is_pretrained_cfg(arch, init):
         return _from_hub(arch, init)
     loc = storage.resolve(init, s3)
@@ -124,3 +138,19 @@ def export_model(model: torch.nn.Module, arch: str, output: str,
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     storage.write_bytes(out.join(WEIGHTS_NAME), buf.getvalue())
     return out
+
+
+def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None) -> str:
+    """Say where `init` would come from without fetching it; raise ModelLoadError if it cannot exist."""
+    model_config(arch)
+    if init is None:
+        return "random initialisation"
+    if init.startswith("hf-hub:") or open_clip.is_pretrained_cfg(arch, init):
+        unreachable = _hub_unreachable()
+        return (f"pretrained {init!r}, fetched from the model hub by every worker at start "
+                f"({'hub ' + unreachable + ': this run would fail here' if unreachable else 'hub reachable'})")
+    loc = storage.resolve(init, s3)
+    if not storage.exists(loc):
+        raise ModelLoadError(f"{init}: no such checkpoint (nor a pretrained tag of {arch}: "
+                             f"{open_clip.list_pretrained_tags_by_model(arch)})")
+    return f"checkpoint {loc.uri}"

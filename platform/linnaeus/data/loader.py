@@ -24,7 +24,7 @@ from linnaeus.data.stream import tokenizer
 def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str | torch.device = "cpu",
                        drop_last: bool = True, prefetch_batches: int = 2
                        ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key [B], epoch [B]} on `device`."""
+    """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key, epoch, position [B]} on `device`."""
     if cfg.decode == "cpu":
         for batch in iterator.iter_torch_batches(batch_size=batch_size, device=device,
                                                  drop_last=drop_last, prefetch_batches=prefetch_batches):
@@ -38,7 +38,7 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
         mask = keep.numpy()
         yield {"image": images,
                **{k: torch.from_numpy(np.ascontiguousarray(batch[k][mask])).to(device)
-                  for k in ("text", "sample_key", "epoch")}}
+                  for k in ("text", "sample_key", "epoch", "position")}}
 
 
 def decode_tokens(cfg: StreamConfig, tokens: torch.Tensor) -> str:

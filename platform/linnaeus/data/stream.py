@@ -2,9 +2,13 @@
 
 Notable:
 - Planning reads `_manifest.json` and nothing else. The unit of work is a row group (~1k rows): the
-  dataset is `ray.data.range(row groups x epochs)`, item i is (epoch, slot), and the reader maps the
+  dataset is the item ids 0 .. row groups x epochs, item i is (epoch, slot), and the reader maps the
   slot through that epoch's seeded permutation of every row group in the corpus. Planning is one
   `ray.put` of the (path, group) list (~100k entries for 100M images) and O(1) Ray work.
+- Every row carries its `position`, the global item index (epoch x row groups + slot) it came from.
+  A checkpoint stores the lowest position the trainers were still reading, and `build_stream(...,
+  start=that)` continues from there: resume has row-group granularity (a few groups around the
+  checkpoint are seen twice; rows still waiting in a shuffle buffer can be missed for that epoch).
 - A reader call takes the items of one input block and mixes their rows in a bounded shuffle buffer;
   parallel readers interleave, which mixes further. Row groups, not shards, are spread over the
   preprocess workers, so a corpus of few large shards still keeps every worker busy.
@@ -92,9 +96,9 @@ class _ReadRowGroups:
     the corpus is large), and mixes them in a buffer of `shuffle_buffer` rows.
     """
 
-    def __init__(self, fs, units_ref, cfg: StreamConfig, start_epoch: int, num_units: int):
+    def __init__(self, fs, units_ref, cfg: StreamConfig, start: int, num_units: int):
         self.fs, self.units_ref, self.cfg = fs, units_ref, cfg
-        self.start_epoch, self.num_units = start_epoch, num_units
+        self.start, self.num_units = start, num_units
 
     @functools.cached_property
     def units(self) -> list[tuple[str, int, int]]:
@@ -102,10 +106,10 @@ class _ReadRowGroups:
 
     def __call__(self, batch: dict) -> Iterator[pa.Table]:
         buffer: pa.Table | None = None
-        ids = [int(i) for i in batch["id"]]
+        ids = [self.start + int(i) for i in batch["data"]]
         rng = rng_for(self.cfg.seed, "rows", *ids[:1])
         for item in ids:
-            epoch = self.start_epoch + item // self.num_units
+            epoch = item // self.num_units
             path, group, groups = self.units[int(unit_order(self.num_units, self.cfg.seed, epoch)
                                                  [item % self.num_units])]
             with self.fs.open_input_file(path) as handle:
@@ -114,7 +118,7 @@ class _ReadRowGroups:
                     raise shards.CorpusError(f"{path}: {parquet.num_row_groups} row groups, the "
                                              f"manifest says {groups}; re-run the ingest")
                 table = parquet.read_row_group(group, columns=READ_COLUMNS)
-            table = _with_epoch(table.take(rng.permutation(table.num_rows)), epoch)
+            table = _with_position(table.take(rng.permutation(table.num_rows)), item, epoch)
             buffer = table if buffer is None else pa.concat_tables([buffer, table])
             if buffer.num_rows > self.cfg.shuffle_buffer:
                 buffer = buffer.take(rng.permutation(buffer.num_rows))
@@ -125,8 +129,10 @@ class _ReadRowGroups:
             yield buffer.take(rng.permutation(buffer.num_rows))
 
 
-def _with_epoch(table: pa.Table, epoch: int) -> pa.Table:
-    return table.append_column("epoch", pa.array(np.full(table.num_rows, epoch, dtype=np.int64)))
+def _with_position(table: pa.Table, item: int, epoch: int) -> pa.Table:
+    for name, value in (("epoch", epoch), ("position", item)):
+        table = table.append_column(name, pa.array(np.full(table.num_rows, value, dtype=np.int64)))
+    return table
 
 
 @functools.lru_cache(maxsize=4)
@@ -166,8 +172,8 @@ def looks_like_jpeg(data: bytes) -> bool:
 
 
 class _Preprocess:
-    """Ray Data UDF: rows -> {image (uint8 [B,3,S,S], or JPEG bytes), text, sample_key, epoch} numpy
-    columns; skips what it cannot use."""
+    """Ray Data UDF: rows -> {image (uint8 [B,3,S,S], or JPEG bytes), text, sample_key, epoch,
+    position} numpy columns; skips what it cannot use."""
 
     def __init__(self, cfg: StreamConfig, counter: ray.actor.ActorHandle | None):
         self.cfg, self.counter = cfg, counter
@@ -197,7 +203,7 @@ class _Preprocess:
             log.warning("stream: skipped %d image(s), e.g. %s", len(skipped), skipped[0])
             # Wait for the count to land: the batch must not reach a consumer before its skips do.
             ray.get(self.counter.add.remote(skipped))
-        return self._output(keep, pixels, [captions[i] for i in keep], ids, epochs)
+        return self._output(keep, pixels, [captions[i] for i in keep], ids, epochs, cols["position"])
 
     def _captions(self, taxa: list[Taxon], ids: list[str], epochs: list[int]) -> list[str | None]:
         out: list[str | None] = [None] * len(ids)
@@ -216,7 +222,7 @@ class _Preprocess:
         return crop_pixels(data, self.cfg.image_size, tuple(self.cfg.crop_scale))
 
     def _output(self, keep: list[int], pixels: list, captions: list[str], ids: list[str],
-                epochs: list[int]) -> dict:
+                epochs: list[int], positions: list[int]) -> dict:
         size = self.cfg.image_size
         tokens = (tokenizer(self.cfg.model, self.cfg.context_length)(captions).numpy() if captions
                   else np.zeros((0, self.cfg.context_length), dtype=np.int64))
@@ -226,25 +232,36 @@ class _Preprocess:
             image = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), dtype=np.uint8)
         return {"image": image, "text": tokens.astype(np.int64),
                 "sample_key": np.array([stable_hash64(ids[i]) for i in keep], dtype=np.int64),
-                "epoch": np.array([epochs[i] for i in keep], dtype=np.int64)}
+                "epoch": np.array([epochs[i] for i in keep], dtype=np.int64),
+                "position": np.array([positions[i] for i in keep], dtype=np.int64)}
 
 
-def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0) -> Stream:
-    """Plan the stream of `epochs` epochs from `start_epoch` (Ray must be initialised)."""
+def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start: int | None = None,
+                 manifest: shards.Manifest | None = None,
+                 counter: ray.actor.ActorHandle | None = None) -> Stream:
+    """Plan the stream from the beginning of `start_epoch` (or from item `start`, a `position` read
+    off earlier rows) to the end of epoch `start_epoch + epochs - 1` (Ray must be initialised)."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     root = storage.resolve(cfg.data, cfg.s3)
-    manifest = shards.read_manifest(root)
+    manifest = manifest or shards.read_manifest(root)
     if not manifest.shards:
         raise shards.CorpusError(f"{root.uri}: the corpus has no shards (0 rows ingested)")
     units = [(manifest.shard_location(root, e).path, g, e.row_groups)
              for e in manifest.shards for g in range(e.row_groups)]
-    items = len(units) * epochs
-    counter = SkipCounter.remote()
-    ds = ray.data.range(items, override_num_blocks=min(items, MAX_READ_BLOCKS))
+    end = (start_epoch + epochs) * len(units)
+    start = start_epoch * len(units) if start is None else start
+    if not 0 <= start < end:
+        raise ValueError(f"stream start {start} outside [0, {end})")
+    items = end - start
+    counter = counter or SkipCounter.remote()
+    # The item ids go in as in-memory blocks, not `ray.data.range`: its read tasks each reserve a whole
+    # CPU, and inside a Ray Train run on a small machine that CPU is not in Ray Data's budget (the read
+    # stalls forever behind the preprocessing actors). 8 bytes per row group per epoch.
+    ds = ray.data.from_numpy(np.array_split(np.arange(items, dtype=np.int64), min(items, MAX_READ_BLOCKS)))
     # The reader asks for a different CPU share so Ray Data does not fuse it with the preprocessing:
     # fused, the pair would take the larger batch size and bundle many items into one task.
-    ds = ds.map_batches(_ReadRowGroups(root.fs, ray.put(units), cfg, start_epoch, len(units)),
+    ds = ds.map_batches(_ReadRowGroups(root.fs, ray.put(units), cfg, start, len(units)),
                         batch_size=None, batch_format="numpy", num_cpus=READER_CPUS)
     # An actor pool, not tasks: each preprocess worker imports torch/open_clip and loads the tokenizer
     # once. As tasks, Ray reaps idle worker processes and the replacements pay those seconds again.

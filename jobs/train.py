@@ -1,0 +1,75 @@
+"""Train a BioCLIP-style open_clip model on Ray Train, then export it in open_clip's format.
+
+    python jobs/train.py --config jobs/configs/demo.yaml
+    python jobs/train.py --config jobs/configs/cub50.yaml --set scaling.workers=4 --set scaling.use_gpu=true
+    python jobs/train.py --config jobs/configs/bioclip-vitb16.yaml --dry-run
+    python jobs/train.py --resume out/runs/demo-20261122-101500      # continue a stopped run
+
+Starts a local Ray unless RAY_ADDRESS (or `ray job submit`) names a cluster. Configuration, corpus and
+model problems fail here, naming the field, file or URI, before any cluster work (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from linnaeus.config import ConfigError, TrainConfig, load_yaml
+from linnaeus.data.shards import CorpusError
+from linnaeus.models import ModelLoadError
+from linnaeus.runtime import init_ray, setup_logging
+from linnaeus.storage import StorageError
+from linnaeus.train.plan import TrainPlan, load_plan, plan_training
+
+FAILURES = (ConfigError, CorpusError, StorageError, ModelLoadError)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="YAML recipe (jobs/configs/*.yaml)")
+    what.add_argument("--resume", metavar="RUN_URI", help="run folder of an earlier run to continue")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value by dotted key, e.g. --set optim.lr=3e-4 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="validate and build everything, then exit")
+    return p.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> TrainPlan:
+    if args.resume:
+        return load_plan(args.resume, args.overrides)
+    cfg = load_yaml(TrainConfig, args.config, args.overrides)
+    return plan_training(cfg, recipe=Path(args.config).stem)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        plan = make_plan(args)
+        print("\n".join(plan.summary()), flush=True)
+        if args.dry_run:
+            from linnaeus.train.dry_run import dry_run
+
+            print("\n".join(dry_run(plan)))
+            return 0
+        init_ray()
+        from linnaeus.train.trainer import TrainingFailed, run_training
+
+        try:
+            summary = run_training(plan, resume=bool(args.resume))
+        except TrainingFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    except FAILURES as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    print(f"\nexported model: {summary['export']} (open_clip format; see README 'Models')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

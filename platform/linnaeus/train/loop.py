@@ -1,0 +1,162 @@
+"""The Ray Train worker loop: stream shard -> TrainStep -> progress, metrics and checkpoints.
+
+Notable:
+- Rank and world size come from the Ray Train context and reach the loss as arguments; the model,
+  loss and step are plain torch.
+- Every rank calls `ray.train.report` at the same steps (it is a barrier): every `log_every` steps with
+  metrics, and every `checkpoint.every_steps` and at the last step with a checkpoint that every rank
+  contributes to (its RNG state; rank 0 adds the model, optimiser, scheduler and progress).
+- The loss shown is the mean over ranks; img/s counts the global batch; "data wait" is the share of
+  rank 0's time spent blocked on the stream, the number to watch when the GPUs are starved.
+- `faults.kill_at_step` kills one worker process once (a marker in the run folder stops it repeating
+  after the restart): the chaos test of the failure path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from linnaeus import storage
+from linnaeus.data.loader import iter_train_batches
+from linnaeus.models import create_model
+from linnaeus.taxonomy import stable_hash64
+from linnaeus.train import checkpoint as ckpt
+from linnaeus.train.loss import clip_loss
+from linnaeus.train.optim import build_optimizer, cosine_with_warmup
+from linnaeus.train.plan import TrainPlan
+from linnaeus.train.step import TrainStep, unwrap
+
+log = logging.getLogger(__name__)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    plan: TrainPlan = loop_config["plan"]
+    cfg = plan.config
+    log.setLevel(logging.INFO)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(stable_hash64(cfg.seed, "train", rank) % 2**63)
+    model = create_model(cfg.model.arch, cfg.model.init, cfg.s3).to(device)
+    if cfg.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
+    scheduler = cosine_with_warmup(optimizer, cfg.optim.warmup_steps, plan.total_steps)
+    progress = _restore(rank, model, optimizer, scheduler) or ckpt.Progress(total_steps=plan.total_steps)
+    if cfg.model.compile:
+        model.compile()
+    ddp = ray.train.torch.prepare_model(model)
+    step = TrainStep(ddp, clip_loss(rank, world), optimizer, scheduler, device, cfg.schedule.precision,
+                     cfg.optim.grad_clip_norm)
+    batches = iter_train_batches(ray.train.get_dataset_shard("train"), cfg.data, cfg.schedule.batch_size,
+                                 device)
+    meter = Meter(plan, rank, progress.step)
+    if rank == 0:
+        log.info("[train] rank 0 of %d on %s, from step %d/%d, global batch %d", world, device,
+                 progress.step, plan.total_steps, cfg.global_batch)
+    while progress.step < plan.total_steps:
+        micro = meter.take(batches, cfg.schedule.accumulation)
+        result = step(micro)
+        progress.step += 1
+        progress.position = min(int(b["position"].min()) for b in micro)
+        progress.epoch = progress.step * cfg.global_batch / plan.rows
+        _maybe_fail(plan, rank, progress.step)
+        _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result)
+
+
+def _restore(rank: int, model, optimizer, scheduler) -> ckpt.Progress | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        progress = ckpt.load(folder, rank, model, optimizer, scheduler)
+    if rank == 0:
+        log.info("[train] resumed from %s at step %d", checkpoint.path, progress.step)
+    return progress
+
+
+class Meter:
+    """Times the stream and the steps of one logging window on this rank."""
+
+    def __init__(self, plan: TrainPlan, rank: int, step: int):
+        self.plan, self.rank = plan, rank
+        self.window_start, self.window_step, self.wait = time.perf_counter(), step, 0.0
+
+    def take(self, batches, count: int) -> list[dict[str, torch.Tensor]]:
+        start, micro = time.perf_counter(), []
+        for _ in range(count):
+            batch = next(batches, None)
+            if batch is None:
+                raise RuntimeError(f"the stream of {self.plan.config.data.data} ended before step "
+                                   f"{self.plan.total_steps}: too many images were skipped "
+                                   f"(see the skipped-image count)")
+            micro.append(batch)
+        self.wait += time.perf_counter() - start
+        return micro
+
+    def window(self, step: int) -> dict[str, float]:
+        now = time.perf_counter()
+        seconds, steps = max(now - self.window_start, 1e-9), max(step - self.window_step, 1)
+        out = {"images_per_s": steps * self.plan.config.global_batch / seconds,
+               "data_wait": self.wait / seconds,
+               "eta_s": (self.plan.total_steps - step) * seconds / steps}
+        self.window_start, self.window_step, self.wait = now, step, 0.0
+        return out
+
+
+def _all_reduce(value: float, device: torch.device, op=dist.ReduceOp.SUM) -> float:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=op)
+    return float(tensor.item()) / (dist.get_world_size() if op == dist.ReduceOp.SUM else 1)
+
+
+def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, progress: ckpt.Progress,
+            meter: Meter, result) -> None:
+    step, c = progress.step, plan.config
+    last = step == plan.total_steps
+    save = last or step % c.checkpoint.every_steps == 0
+    if not (save or step % c.schedule.log_every == 0):
+        return
+    metrics = {"step": step, "epoch": round(progress.epoch, 4),
+               "loss": _all_reduce(result.loss, device), "lr": scheduler.get_last_lr()[0],
+               "logit_scale": result.logit_scale, "grad_norm": result.grad_norm, **meter.window(step)}
+    if rank == 0:
+        progress.history.append(metrics)
+        log.info(progress_line(metrics, plan.total_steps))
+    if not save:
+        ray.train.report(metrics)
+        return
+    progress.position = int(_all_reduce(progress.position, device, dist.ReduceOp.MIN))
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt.save(folder, rank, unwrap(model), optimizer, scheduler, progress)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                         checkpoint_dir_name=ckpt.dir_name(step))
+
+
+def progress_line(m: dict, total: int) -> str:
+    eta = int(m["eta_s"])
+    return (f"[train] step {m['step']}/{total} | epoch {m['epoch']:.2f} | loss {m['loss']:.4f} | "
+            f"lr {m['lr']:.2e} | {m['images_per_s']:,.0f} img/s | data wait {m['data_wait']:.0%} | "
+            f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")
+
+
+def _maybe_fail(plan: TrainPlan, rank: int, step: int) -> None:
+    faults = plan.config.faults
+    if faults is None or rank != faults.rank or step != faults.kill_at_step:
+        return
+    marker = plan.run.join(f"_fault_injected_at_step_{step}")
+    if storage.exists(marker):
+        return
+    storage.write_bytes(marker, b"killed once by faults.kill_at_step\n")
+    log.warning("[train] faults.kill_at_step=%d: killing rank %d (pid %d)", step, rank, os.getpid())
+    os._exit(1)

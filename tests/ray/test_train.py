@@ -1,0 +1,82 @@
+"""Training end to end on a local Ray (2 CPU workers, gloo): the loss falls, a killed worker is replaced
+and the run still ends on its full step count, a stopped run resumes, and the export loads in open_clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+
+from linnaeus.config import IngestConfig
+from linnaeus.data.ingest import run_ingest
+from linnaeus.models import WEIGHTS_NAME, register_configs
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def corpus(synthetic_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train-corpus")
+    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out), shard_rows=24))
+    return out
+
+
+def _args(corpus: Path, runs: Path, name: str, *sets: str) -> list[str]:
+    base = [f"data.data={corpus}", f"checkpoint.storage_path={runs}", f"checkpoint.name={name}",
+            "schedule.batch_size=16", "data.shuffle_buffer=64", "data.preprocess_batch=16"]
+    return ["--config", DEMO, *[a for s in (*base, *sets) for a in ("--set", s)]]
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "export" / "summary.json").read_text())
+
+
+def test_loss_falls_over_a_hundred_steps_and_the_export_loads_in_open_clip(corpus, tmp_path, load_job):
+    job = load_job("train")
+    assert job.main(_args(corpus, tmp_path, "falls", "schedule.steps=100", "optim.warmup_steps=10")) == 0
+    export = tmp_path / "falls" / "export"
+    history = json.loads((export / "metrics.json").read_text())
+    assert [h["step"] for h in history] == list(range(10, 101, 10))
+    first, last = history[0]["loss"], sum(h["loss"] for h in history[-3:]) / 3
+    assert last < first - 0.5, [round(h["loss"], 3) for h in history]
+    assert _summary(tmp_path / "falls")["steps"] == 100
+    assert (export / "training_curve.png").stat().st_size > 1000
+    register_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms("linnaeus-tiny",
+                                                                 pretrained=str(export / WEIGHTS_NAME))
+    with torch.no_grad():
+        features = model.encode_image(torch.zeros(1, 3, 64, 64))
+    assert features.shape == (1, 64) and torch.isfinite(features).all()
+
+
+def test_a_killed_worker_is_replaced_and_the_run_ends_on_its_full_step_count(corpus, tmp_path, load_job):
+    job = load_job("train")
+    assert job.main(_args(corpus, tmp_path, "chaos", "schedule.steps=30", "checkpoint.every_steps=10",
+                          "faults={kill_at_step: 15, rank: 1}", "checkpoint.max_failures=1")) == 0
+    run = tmp_path / "chaos"
+    assert (run / "_fault_injected_at_step_15").is_file()  # the kill happened
+    summary = _summary(run)
+    assert summary["steps"] == summary["total_steps"] == 30
+    history = json.loads((run / "export" / "metrics.json").read_text())
+    assert [h["step"] for h in history] == [10, 20, 30]  # steps 11-15 were redone, not logged twice
+    assert sorted(p.name for p in run.glob("checkpoint_0*")) == ["checkpoint_000000020", "checkpoint_000000030"]
+
+
+def test_a_stopped_run_resumes_to_the_same_step_count(corpus, tmp_path, load_job, capsys):
+    job = load_job("train")
+    args = _args(corpus, tmp_path, "stopped", "schedule.steps=30", "checkpoint.every_steps=10",
+                 "faults={kill_at_step: 15, rank: 0}", "checkpoint.max_failures=0")
+    assert job.main(args) == 1
+    err = capsys.readouterr().err
+    assert "training failed" in err and f"--resume {tmp_path / 'stopped'}" in err
+    assert job.main(args) == 2  # the name is taken: a second start must not silently continue or clobber
+    assert "already holds a run" in capsys.readouterr().err
+    assert job.main(["--resume", str(tmp_path / "stopped")]) == 0
+    summary = _summary(tmp_path / "stopped")
+    assert summary["steps"] == summary["total_steps"] == 30
+    state = json.loads((tmp_path / "stopped" / "checkpoint_000000030" / "state.json").read_text())
+    assert [h["step"] for h in state["history"]] == [10, 20, 30]
