@@ -1,9 +1,12 @@
-"""The quickstart (`make demo`): synthesise a corpus -> ingest it into shards -> stream training batches.
+"""The quickstart (`make demo`): synthesise a corpus -> ingest it into shards -> train the demo recipe on
+Ray Train -> export the model in open_clip's format.
 
 Everything runs on this machine (local Ray, local folders) and lands under --output:
     raw/       the synthetic images in the folder format (images/<taxon>/*.jpg + taxa.csv)
     corpus/    Parquet shards + _manifest.json + _report.json
-Training, export and evaluation join this demo as they land (see the README's status table).
+    runs/      the training run: checkpoints, Ray Train's run state, and export/ (the open_clip model,
+               metrics.csv/json, training_curve.png, summary.json)
+Evaluation joins this demo when it lands (see the README's status table).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from linnaeus.config import IngestConfig, StreamConfig
+from linnaeus.config import IngestConfig, TrainConfig, load_yaml
 from linnaeus.data.ingest import run_ingest
 from linnaeus.data.loader import preview
 from linnaeus.data.stream import build_stream
 from linnaeus.data.synthetic import write_folder_corpus
 from linnaeus.runtime import init_ray, setup_logging
+from linnaeus.train.plan import plan_training
+
+RECIPE = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,23 +32,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--taxa", type=int, default=32)
     p.add_argument("--images", type=int, default=24, help="images per taxon")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of jobs/configs/demo.yaml (e.g. schedule.epochs=2)")
     args = p.parse_args(argv)
     setup_logging()
     out = Path(args.output).resolve()
-    print(f"[1/3] synthesising {args.taxa} taxa x {args.images} images -> {out / 'raw'}")
+    cfg = load_yaml(TrainConfig, RECIPE, [f"data.data={out / 'corpus'}",
+                                          f"checkpoint.storage_path={out / 'runs'}", *args.overrides])
+    print(f"[1/4] synthesising {args.taxa} taxa x {args.images} images -> {out / 'raw'}")
     write_folder_corpus(out / "raw", args.taxa, args.images, args.seed, size=96)
     init_ray()
-    print(f"[2/3] ingesting -> {out / 'corpus'}")
+    print(f"[2/4] ingesting -> {out / 'corpus'}")
     result = run_ingest(IngestConfig(input=str(out / "raw"), format="folder",
                                      output=str(out / "corpus"), shard_rows=256))
     print(f"      {result.rows} rows, {result.taxa} taxa, {result.shards} shards, "
           f"{result.skipped} skipped in {result.seconds:.1f}s")
-    cfg = StreamConfig(data=str(out / "corpus"), image_size=64)
-    print("[3/3] streaming two training batches (decoded captions as the tokenizer sees them)")
-    for line in preview(build_stream(cfg).dataset.iterator(), cfg, batches=2, batch_size=6):
+    print("[3/4] one training batch as the trainer gets it (captions as the tokenizer sees them)")
+    for line in preview(build_stream(cfg.data).dataset.iterator(), cfg.data, batches=1, batch_size=5):
         print(line)
-    print(f"\ndone: images {out / 'raw'}\n      corpus {out / 'corpus'} "
-          f"(manifest: {out / 'corpus' / '_manifest.json'}, report: {out / 'corpus' / '_report.json'})")
+    plan = plan_training(cfg, recipe="demo")
+    print(f"[4/4] training {RECIPE.name} on Ray Train, then exporting\n      " + "\n      ".join(plan.summary()))
+    from linnaeus.train.trainer import run_training
+
+    summary = run_training(plan)
+    export = summary["export"]
+    print(f"\ndone in {summary['wall_seconds']:.0f}s of training: {summary['steps']} steps, final loss "
+          f"{summary['final_loss']:.3f}\n"
+          f"  images     {out / 'raw'}\n"
+          f"  corpus     {out / 'corpus'} (_manifest.json, _report.json)\n"
+          f"  run        {summary['run']} (checkpoints; continue with jobs/train.py --resume)\n"
+          f"  model      {export} (open_clip_config.json + open_clip_pytorch_model.bin)\n"
+          f"  metrics    {export}/metrics.csv, {export}/training_curve.png, {export}/summary.json\n"
+          f"  load it:   open_clip.create_model_and_transforms('local-dir:{export}')")
     return 0
 
 

@@ -163,6 +163,9 @@ def crop_pixels(data: bytes, image_size: int, crop_scale: tuple[float, float]) -
 def tokenizer(model: str, context_length: int):
     import open_clip
 
+    from linnaeus.models import register_configs
+
+    register_configs()  # the project's own architectures (linnaeus-tiny) name their tokenizer too
     return open_clip.get_tokenizer(model, context_length=context_length)
 
 
@@ -259,10 +262,11 @@ def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start
     # CPU, and inside a Ray Train run on a small machine that CPU is not in Ray Data's budget (the read
     # stalls forever behind the preprocessing actors). 8 bytes per row group per epoch.
     ds = ray.data.from_numpy(np.array_split(np.arange(items, dtype=np.int64), min(items, MAX_READ_BLOCKS)))
-    # The reader asks for a different CPU share so Ray Data does not fuse it with the preprocessing:
-    # fused, the pair would take the larger batch size and bundle many items into one task.
+    # The reader asks for a different CPU share than the preprocessing, always, so Ray Data does not
+    # fuse the two: fused, the pair would take the larger batch size and bundle many items into one task.
+    reader_cpus = READER_CPUS if cfg.preprocess_cpus != READER_CPUS else READER_CPUS * 0.9
     ds = ds.map_batches(_ReadRowGroups(root.fs, ray.put(units), cfg, start, len(units)),
-                        batch_size=None, batch_format="numpy", num_cpus=READER_CPUS)
+                        batch_size=None, batch_format="numpy", num_cpus=reader_cpus)
     # An actor pool, not tasks: each preprocess worker imports torch/open_clip and loads the tokenizer
     # once. As tasks, Ray reaps idle worker processes and the replacements pay those seconds again.
     # The pool starts at full size (growing from one actor took most of a short run), and by default

@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 
 import ray.train
 import ray.train.torch
@@ -41,6 +42,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     plan: TrainPlan = loop_config["plan"]
     cfg = plan.config
     log.setLevel(logging.INFO)
+    _quiet_report_lines()
+    # open_clip's gather goes through torch.distributed.nn, which newer torch marks deprecated per call.
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -70,6 +74,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         progress.epoch = progress.step * cfg.global_batch / plan.rows
         _maybe_fail(plan, rank, progress.step)
         _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result)
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train logs one INFO line per report per worker, which would drown the progress lines. Its
+    logger is named after its file, so RunConfig's LoggingConfig (which filters `ray.train.*`) misses it."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a later Ray that moved it
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _restore(rank: int, model, optimizer, scheduler) -> ckpt.Progress | None:
@@ -108,6 +122,8 @@ class Meter:
         out = {"images_per_s": steps * self.plan.config.global_batch / seconds,
                "data_wait": self.wait / seconds,
                "eta_s": (self.plan.total_steps - step) * seconds / steps}
+        if torch.cuda.is_available():
+            out["gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.window_start, self.window_step, self.wait = now, step, 0.0
         return out
 
@@ -147,7 +163,8 @@ def progress_line(m: dict, total: int) -> str:
     eta = int(m["eta_s"])
     return (f"[train] step {m['step']}/{total} | epoch {m['epoch']:.2f} | loss {m['loss']:.4f} | "
             f"lr {m['lr']:.2e} | {m['images_per_s']:,.0f} img/s | data wait {m['data_wait']:.0%} | "
-            f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")
+            f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s"
+            + (f" | GPU mem {m['gpu_mem_gib']:.1f} GiB" if "gpu_mem_gib" in m else ""))
 
 
 def _maybe_fail(plan: TrainPlan, rank: int, step: int) -> None:

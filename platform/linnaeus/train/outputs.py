@@ -23,7 +23,7 @@ from linnaeus.train.checkpoint import STATE_NAME, Progress
 from linnaeus.train.plan import TrainPlan
 
 METRIC_COLUMNS = ["step", "epoch", "loss", "lr", "logit_scale", "grad_norm", "images_per_s", "data_wait",
-                  "eta_s"]
+                  "eta_s", "gpu_mem_gib"]
 
 
 def metrics_csv(history: list[dict]) -> bytes:

@@ -1,0 +1,45 @@
+"""Training against object storage (moto's S3 server on loopback): the corpus, the checkpoints and the
+export all live in s3://; a run stopped by a killed worker resumes from its s3:// run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+
+from linnaeus import storage
+from linnaeus.config import IngestConfig
+from linnaeus.data.ingest import run_ingest
+from linnaeus.models import WEIGHTS_NAME, register_configs
+
+pytestmark = pytest.mark.usefixtures("ray_s3")
+DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")
+
+
+def test_checkpoints_in_s3_and_a_stopped_run_resumes_from_there(synthetic_folder, tmp_path, load_job, capsys):
+    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output="s3://corpora/train",
+                            shard_rows=24))
+    sets = ["data.data=s3://corpora/train", "checkpoint.storage_path=s3://runs/linnaeus", "checkpoint.name=s3run",
+            "schedule.batch_size=16", "schedule.steps=30", "checkpoint.every_steps=10", "checkpoint.keep=2",
+            "faults={kill_at_step: 15, rank: 1}", "checkpoint.max_failures=0", "data.shuffle_buffer=64"]
+    job = load_job("train")
+    assert job.main(["--config", DEMO, *[a for s in sets for a in ("--set", s)]]) == 1
+    assert "--resume s3://runs/linnaeus/s3run" in capsys.readouterr().err
+
+    assert job.main(["--resume", "s3://runs/linnaeus/s3run"]) == 0
+    run = storage.resolve("s3://runs/linnaeus/s3run")
+    names = {info.path.split("/")[-2] for info in storage.list_files(run, recursive=True)
+             if info.path.endswith("/state.json")}
+    assert names == {"checkpoint_000000020", "checkpoint_000000030"}  # keep=2
+    summary = json.loads(storage.read_bytes(run.join("export", "summary.json")))
+    assert summary["steps"] == summary["total_steps"] == 30 and summary["export"].startswith("s3://")
+
+    local = tmp_path / WEIGHTS_NAME
+    local.write_bytes(storage.read_bytes(run.join("export", WEIGHTS_NAME)))
+    register_configs()
+    model, _, _ = open_clip.create_model_and_transforms("linnaeus-tiny", pretrained=str(local))
+    with torch.no_grad():
+        assert torch.isfinite(model.encode_image(torch.zeros(1, 3, 64, 64))).all()
