@@ -80,3 +80,13 @@ def test_a_stopped_run_resumes_to_the_same_step_count(corpus, tmp_path, load_job
     assert summary["steps"] == summary["total_steps"] == 30
     state = json.loads((tmp_path / "stopped" / "checkpoint_000000030" / "state.json").read_text())
     assert [h["step"] for h in state["history"]] == [10, 20, 30]
+
+
+def test_the_papers_recipe_passes_a_dry_run_without_fetching_weights(corpus, load_job, capsys, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # no hub, here or anywhere
+    argv = ["--config", str(Path(DEMO).with_name("bioclip-vitb16.yaml")), "--dry-run", "--set", f"data.data={corpus}"]
+    assert load_job("train").main(argv) == 0
+    out = capsys.readouterr().out
+    assert "global 32,768 = 1024 per worker x 8 worker(s) x 4 accumulation" in out
+    assert "pretrained 'openai'" in out and "this run would fail here" in out
+    assert "149,620,737" in out  # ViT-B/16 built (random weights), not downloaded

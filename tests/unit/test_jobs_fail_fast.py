@@ -30,3 +30,21 @@ def test_ingest_of_a_missing_folder_fails_naming_it(load_job, tmp_path, capsys):
 def test_preview_rejects_bad_overrides_before_ray(load_job, capsys):
     assert load_job("preview_stream").main(["--data", "x", "--set", "mixing=sometimes"]) == 2
     assert "mixing" in capsys.readouterr().err and not ray.is_initialized()
+
+
+def test_train_rejects_a_bad_recipe_value_naming_the_field(load_job, capsys):
+    argv = ["--config", "jobs/configs/demo.yaml", "--set", "schedule.accumulation=0"]
+    assert load_job("train").main(argv) == 2
+    err = capsys.readouterr().err
+    assert "schedule.accumulation" in err and "demo.yaml" in err and not ray.is_initialized()
+
+
+def test_train_on_an_unreadable_corpus_fails_naming_its_uri(load_job, tmp_path, capsys):
+    argv = ["--config", "jobs/configs/demo.yaml", "--set", f"data.data={tmp_path / 'no-corpus'}"]
+    assert load_job("train").main(argv) == 2
+    assert f"{tmp_path / 'no-corpus'}" in capsys.readouterr().err and not ray.is_initialized()
+
+
+def test_train_resume_of_a_folder_that_is_not_a_run_fails_naming_it(load_job, tmp_path, capsys):
+    assert load_job("train").main(["--resume", str(tmp_path)]) == 2
+    assert f"--resume {tmp_path}: not a Linnaeus run folder" in capsys.readouterr().err

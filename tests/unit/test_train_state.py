@@ -88,3 +88,13 @@ def test_outputs_export_the_final_model_with_metrics_and_curve(tmp_path):
     loaded, _, _ = open_clip.create_model_and_transforms("linnaeus-tiny", pretrained=str(export / WEIGHTS_NAME))
     assert torch.equal(loaded.state_dict()["logit_scale"], model.state_dict()["logit_scale"])
     assert torch.equal(loaded.visual.conv1.weight, model.visual.conv1.weight)
+
+
+
+def test_plan_warns_when_warmup_outlasts_the_run_or_the_batch_outgrows_the_corpus(tmp_path):
+    long_run = TrainPlan(_plan(tmp_path).config, "run-a", rows=1000, units=10, total_steps=2000)
+    assert long_run.warnings() == []
+    short = _plan(tmp_path, steps=40)  # the default warmup is 1,000 steps
+    assert any("optim.warmup_steps=1000 is not shorter than the run (40 steps)" in w for w in short.warnings())
+    tiny_corpus = TrainPlan(long_run.config, "run-a", rows=30, units=1, total_steps=2000)
+    assert any("larger than the corpus (30 images)" in w for w in tiny_corpus.warnings())

@@ -106,7 +106,7 @@ class _ReadRowGroups:
 
     def __call__(self, batch: dict) -> Iterator[pa.Table]:
         buffer: pa.Table | None = None
-        ids = [self.start + int(i) for i in batch["data"]]
+        ids = [self.start + int(i) for i in batch["id"]]
         rng = rng_for(self.cfg.seed, "rows", *ids[:1])
         for item in ids:
             epoch = item // self.num_units
@@ -239,6 +239,19 @@ class _Preprocess:
                 "position": np.array([positions[i] for i in keep], dtype=np.int64)}
 
 
+def _item_ids(items: int) -> ray.data.Dataset:
+    """`ray.data.range(items)` with CPU-free read tasks. `range`'s tasks each reserve a whole CPU for
+    generating integers; inside a Ray Train run on a small machine that CPU is not in Ray Data's budget
+    and the read stalls forever behind the preprocessing actors. (`from_numpy` of the ids avoids the
+    reservation too, but costs ~3 ms per block to put: 14 s to plan 100M images instead of ~1 s.)"""
+    from ray.data._internal.datasource.range_datasource import RangeDatasource  # what `range` reads
+
+    # Two at a time: CPU-free tasks are not bounded by CPU slots, and thousands of them at once make Ray
+    # start a worker process per task (the first batch of a 100M-image plan took 339 s that way).
+    return ray.data.read_datasource(RangeDatasource(n=items, block_format="arrow", column_name="id"),
+                                    num_cpus=0, concurrency=2, override_num_blocks=min(items, MAX_READ_BLOCKS))
+
+
 def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start: int | None = None,
                  manifest: shards.Manifest | None = None,
                  counter: ray.actor.ActorHandle | None = None) -> Stream:
@@ -258,10 +271,7 @@ def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start
         raise ValueError(f"stream start {start} outside [0, {end})")
     items = end - start
     counter = counter or SkipCounter.remote()
-    # The item ids go in as in-memory blocks, not `ray.data.range`: its read tasks each reserve a whole
-    # CPU, and inside a Ray Train run on a small machine that CPU is not in Ray Data's budget (the read
-    # stalls forever behind the preprocessing actors). 8 bytes per row group per epoch.
-    ds = ray.data.from_numpy(np.array_split(np.arange(items, dtype=np.int64), min(items, MAX_READ_BLOCKS)))
+    ds = _item_ids(items)
     # The reader asks for a different CPU share than the preprocessing, always, so Ray Data does not
     # fuse the two: fused, the pair would take the larger batch size and bundle many items into one task.
     reader_cpus = READER_CPUS if cfg.preprocess_cpus != READER_CPUS else READER_CPUS * 0.9

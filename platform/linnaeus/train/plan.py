@@ -69,7 +69,17 @@ class TrainPlan:
                 f"warmup {c.optim.warmup_steps}, weight decay {c.optim.weight_decay:g}",
                 f"checkpoint every {c.checkpoint.every_steps} steps, keep {c.checkpoint.keep}, "
                 f"max failures {c.checkpoint.max_failures}",
-                f"export     {self.export_uri}"]
+                f"export     {self.export_uri}", *self.warnings()]
+
+    def warnings(self) -> list[str]:
+        c, out = self.config, []
+        if c.optim.warmup_steps >= self.total_steps:
+            out.append(f"warning    optim.warmup_steps={c.optim.warmup_steps} is not shorter than the run "
+                       f"({self.total_steps} steps): the learning rate never reaches optim.lr")
+        if c.global_batch > self.rows:
+            out.append(f"warning    the global batch ({c.global_batch:,}) is larger than the corpus "
+                       f"({self.rows:,} images): every step repeats images")
+        return out
 
 
 def default_name(recipe: str, now: datetime | None = None) -> str:
