@@ -18,7 +18,7 @@ from pathlib import Path
 
 from linnaeus.config import ConfigError, TrainConfig, load_yaml
 from linnaeus.data.shards import CorpusError
-from linnaeus.models import ModelLoadError
+from linnaeus.models import ModelLoadError, check_init
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 from linnaeus.train.plan import TrainPlan, load_plan, plan_training
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(dry_run(plan)))
             return 0
+        cfg = plan.config
+        check_init(cfg.model.arch, cfg.model.init, cfg.s3, strict=True)  # not in every worker, 10 times over
         init_ray()
         from linnaeus.train.trainer import TrainingFailed, run_training
 

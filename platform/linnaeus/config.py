@@ -178,6 +178,38 @@ def _image_size(vision_cfg: dict) -> int:
     return size if isinstance(size, int) else size[0]
 
 
+EvalTask = Literal["zeroshot", "fewshot", "retrieval", "hierarchy"]
+Rank = Literal["kingdom", "phylum", "class", "order", "family", "genus", "species"]
+
+
+class EvalConfig(Strict):
+    """What `jobs/evaluate.py` measures; validated before any Ray work."""
+
+    model: str = Field(description="exported model URI, init:<run-uri> or arch:<name>[@<init>]")
+    data: str = Field(description="corpus URI (_manifest.json) or folder dataset (taxa.csv + images/)")
+    output: str
+    compare: str | None = Field(None, description="a second model, reported side by side")
+    tasks: list[EvalTask] = Field(default_factory=lambda: ["zeroshot", "fewshot", "retrieval", "hierarchy"],
+                                  min_length=1)
+    text_type: TextType = TextType.TAXONOMIC_COMMON
+    templates: Literal["openai", "single"] = "openai"
+    rank: Rank = "species"
+    shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    seeds: int = Field(5, ge=1)
+    knn: int = Field(10, ge=1)
+    map_rank: Rank = "order"
+    actors: int = Field(1, ge=1, description="embedding actors (one GPU each when the cluster has GPUs)")
+    batch_size: int = Field(64, ge=1)
+    s3: S3Options | None = None
+
+    @field_validator("shots")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError(f"shots must be >= 1, got {v}")
+        return v
+
+
 def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for key in keys[:-1]:

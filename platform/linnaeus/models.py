@@ -99,9 +99,11 @@ def _from_hub(arch: str, init: str) -> torch.nn.Module:
 
 
 def create_model(arch: str = "ViT-B-16", init: str | None = None,
-                 s3: storage.S3Options | None = None) -> torch.nn.Module:
-    """An open_clip CLIP model, randomly initialised or initialised from `init`."""
+                 s3: storage.S3Options | None = None, seed: int | None = None) -> torch.nn.Module:
+    """An open_clip CLIP model, randomly initialised (from `seed` when given) or from `init`."""
     model_config(arch)
+    if seed is not None:
+        torch.manual_seed(seed)
     if init is None:
         with _quiet_root_warnings():  # open_clip warns that no weights were loaded: that is the request
             return open_clip.create_model(arch, pretrained=None)
@@ -132,7 +134,7 @@ def export_model(model: torch.nn.Module, arch: str, output: str,
     out = storage.resolve(output, s3)
     storage.ensure_bucket(out)
     preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
-    config = {"model_cfg": model_config(arch), "preprocess_cfg": preprocess}
+    config = {"model_cfg": model_config(arch), "preprocess_cfg": preprocess, "linnaeus_arch": arch}
     storage.write_bytes(out.join(CONFIG_NAME), json.dumps(config, indent=1).encode())
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
@@ -140,13 +142,18 @@ def export_model(model: torch.nn.Module, arch: str, output: str,
     return out
 
 
-def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None) -> str:
-    """Say where `init` would come from without fetching it; raise ModelLoadError if it cannot exist."""
+def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None, strict: bool = False) -> str:
+    """Say where `init` would come from without fetching it; raise ModelLoadError if it cannot exist
+    (and, with `strict`, if it is a hub download and the hub cannot be reached)."""
     model_config(arch)
     if init is None:
         return "random initialisation"
     if init.startswith("hf-hub:") or open_clip.is_pretrained_cfg(arch, init):
         unreachable = _hub_unreachable()
+        if unreachable and strict:
+            raise ModelLoadError(f"{arch}: model.init={init!r} needs the model hub, and {unreachable}. On a "
+                                 "machine without network access, download the weights where there is and "
+                                 "pass them as a path or s3:// URI.")
         return (f"pretrained {init!r}, fetched from the model hub by every worker at start "
                 f"({'hub ' + unreachable + ': this run would fail here' if unreachable else 'hub reachable'})")
     loc = storage.resolve(init, s3)
@@ -154,3 +161,26 @@ def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None)
         raise ModelLoadError(f"{init}: no such checkpoint (nor a pretrained tag of {arch}: "
                              f"{open_clip.list_pretrained_tags_by_model(arch)})")
     return f"checkpoint {loc.uri}"
+
+
+def load_exported(uri: str, s3: storage.S3Options | None = None) -> tuple[torch.nn.Module, str]:
+    """A model exported by `export_model` (folder or s3:// prefix) and its architecture name."""
+    loc = storage.resolve(uri, s3)
+    config_loc = loc.join(CONFIG_NAME)
+    if not storage.exists(config_loc):
+        raise ModelLoadError(f"{loc.uri}: not an exported model ({CONFIG_NAME} is missing)")
+    config = json.loads(storage.read_bytes(config_loc))
+    arch = config.get("linnaeus_arch") or _arch_of(config["model_cfg"])
+    model_config(arch)  # registers the project's architectures in this process
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / WEIGHTS_NAME
+        weights.write_bytes(storage.read_bytes(loc.join(WEIGHTS_NAME)))
+        return _load_file(arch, str(weights)), arch
+
+
+def _arch_of(model_cfg: dict) -> str:
+    register_configs()
+    for name in open_clip.list_models():
+        if open_clip.get_model_config(name) == model_cfg:
+            return name
+    raise ModelLoadError("the exported config matches no known open_clip architecture")

@@ -48,3 +48,18 @@ def test_train_on_an_unreadable_corpus_fails_naming_its_uri(load_job, tmp_path, 
 def test_train_resume_of_a_folder_that_is_not_a_run_fails_naming_it(load_job, tmp_path, capsys):
     assert load_job("train").main(["--resume", str(tmp_path)]) == 2
     assert f"--resume {tmp_path}: not a Linnaeus run folder" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--tasks": "zeroshot,astrology"}, "tasks"),
+    ({"--rank": "tribe"}, "rank"),
+    ({"--model": "arch:ViT-Q-99"}, "unknown open_clip architecture 'ViT-Q-99'"),
+    ({"--model": "/nowhere/export"}, "/nowhere/export: not an exported model"),
+    ({"--data": "/nowhere/photos"}, "/nowhere/photos: neither a corpus"),
+])
+def test_evaluate_rejects_bad_arguments_data_and_models_before_ray(load_job, synthetic_folder, tmp_path, capsys,
+                                                                    change, message):
+    args = {"--model": "arch:linnaeus-tiny", "--data": str(synthetic_folder), "--output": str(tmp_path), **change}
+    assert load_job("evaluate").main([a for pair in args.items() for a in pair]) == 2
+    assert message in capsys.readouterr().err and not ray.is_initialized()

@@ -84,3 +84,23 @@ def test_gradient_checkpointing_changes_memory_not_gradients():
               torch.device("cpu"))([batch])
     checkpointed = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     assert torch.allclose(checkpointed, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_accumulation_under_ddp_syncs_every_parameter_step_after_step(tmp_path):
+    """DDP expects every parameter's gradient in the synchronised (last) pass; a temperature detached
+    there leaves a reduction unfinished and the next step raises."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = DistributedDataParallel(create_model("linnaeus-tiny"))
+        optimizer = build_optimizer(model.module, lr=1e-4)
+        step = TrainStep(model, clip_loss(0, 1), optimizer, cosine_with_warmup(optimizer, 0, 5), torch.device("cpu"))
+        batch = _batches(2 * B)
+        halves = [{k: v[:B] for k, v in batch.items()}, {k: v[B:] for k, v in batch.items()}]
+        losses = [step(halves).loss for _ in range(3)]
+        assert all(math.isfinite(x) for x in losses) and model.module.logit_scale.grad is not None
+    finally:
+        dist.destroy_process_group()

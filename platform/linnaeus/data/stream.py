@@ -7,8 +7,9 @@ Notable:
   `ray.put` of the (path, group) list (~100k entries for 100M images) and O(1) Ray work.
 - Every row carries its `position`, the global item index (epoch x row groups + slot) it came from.
   A checkpoint stores the lowest position the trainers were still reading, and `build_stream(...,
-  start=that)` continues from there: resume has row-group granularity (a few groups around the
-  checkpoint are seen twice; rows still waiting in a shuffle buffer can be missed for that epoch).
+  start=that)` continues from there. Readers work through whole input blocks (items / 4,096 row
+  groups each), so a resume re-reads up to about one block per reader in flight, and rows still
+  waiting in a shuffle buffer at the checkpoint can be missed for that epoch (docs/training.md).
 - A reader call takes the items of one input block and mixes their rows in a bounded shuffle buffer;
   parallel readers interleave, which mixes further. Row groups, not shards, are spread over the
   preprocess workers, so a corpus of few large shards still keeps every worker busy.

@@ -176,3 +176,24 @@ def write_folder_corpus(out_dir: str | Path, num_taxa: int = 16, images_per_taxo
         writer.writeheader()
         writer.writerows(rows)
     return tree
+
+
+def split_off(out_dir: str | Path, heldout_dir: str | Path, count: int, seed: int = 0) -> list[str]:
+    """Move `count` taxa (chosen by seed) of a folder corpus into a second folder corpus, for evaluating
+    on taxa a model never saw; returns the moved folders."""
+    out, held = Path(out_dir), Path(heldout_dir)
+    with open(out / "taxa.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not 0 < count < len(rows):
+        raise ValueError(f"cannot hold out {count} of {len(rows)} taxa")
+    moved = set(np.random.default_rng(seed).choice(len(rows), size=count, replace=False).tolist())
+    (held / "images").mkdir(parents=True, exist_ok=True)
+    for i in sorted(moved):
+        (out / "images" / rows[i]["folder"]).rename(held / "images" / rows[i]["folder"])
+    for folder, keep in ((out, [r for i, r in enumerate(rows) if i not in moved]),
+                         (held, [rows[i] for i in sorted(moved)])):
+        with open(folder / "taxa.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["folder", *RANKS, "common_name"])
+            writer.writeheader()
+            writer.writerows(keep)
+    return [rows[i]["folder"] for i in sorted(moved)]

@@ -28,11 +28,10 @@ import torch.distributed as dist
 from linnaeus import storage
 from linnaeus.data.loader import iter_train_batches
 from linnaeus.models import create_model
-from linnaeus.taxonomy import stable_hash64
 from linnaeus.train import checkpoint as ckpt
 from linnaeus.train.loss import clip_loss
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
-from linnaeus.train.plan import TrainPlan
+from linnaeus.train.plan import TrainPlan, init_seed
 from linnaeus.train.step import TrainStep, unwrap
 
 log = logging.getLogger(__name__)
@@ -48,8 +47,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.manual_seed(stable_hash64(cfg.seed, "train", rank) % 2**63)
-    model = create_model(cfg.model.arch, cfg.model.init, cfg.s3).to(device)
+    model = create_model(cfg.model.arch, cfg.model.init, cfg.s3, seed=init_seed(cfg.seed, rank)).to(device)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
@@ -68,6 +66,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                  progress.step, plan.total_steps, cfg.global_batch)
     while progress.step < plan.total_steps:
         micro = meter.take(batches, cfg.schedule.accumulation)
+        if cfg.data.decode == "gpu":
+            micro = _equal_across_ranks(micro, batches, meter, device)
         result = step(micro)
         progress.step += 1
         progress.position = min(int(b["position"].min()) for b in micro)
@@ -126,6 +126,20 @@ class Meter:
             out["gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.window_start, self.window_step, self.wait = now, step, 0.0
         return out
+
+
+def _equal_across_ranks(micro: list[dict], batches, meter: Meter, device) -> list[dict]:
+    """With `decode=gpu` an image nvJPEG refuses is dropped on its rank only, but the gathered loss needs
+    the same batch size on every rank: cut each micro-batch to the smallest across ranks, and replace
+    (on every rank alike) any micro-batch that some rank has emptied."""
+    while True:
+        sizes = torch.tensor([len(b["text"]) for b in micro], dtype=torch.int64, device=device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sizes, op=dist.ReduceOp.MIN)
+        sizes = sizes.tolist()
+        if min(sizes) > 0:
+            return [{k: v[:n] for k, v in b.items()} for b, n in zip(micro, sizes)]
+        micro = [b for b, n in zip(micro, sizes) if n > 0] + meter.take(batches, sizes.count(0))
 
 
 def _all_reduce(value: float, device: torch.device, op=dist.ReduceOp.SUM) -> float:

@@ -2,8 +2,9 @@
 
 Notable:
 - The step count is fixed here, from the manifest: `schedule.steps`, or `epochs x rows / global batch`
-  (at least one step). It is saved with the run, so a resumed run ends on the same step even if the
-  corpus has grown since.
+  (at least one step). It is saved with the run, so a resumed run ends on the same step; a resume on a
+  corpus that has changed since (a different row-group count) is refused, since data positions would
+  no longer mean the same images.
 - The stream is planned from the resume position to the end of the epoch after the last one the steps
   need: skipped images and the per-worker `drop_last` can never make it run dry before the last step,
   and the spare epoch costs nothing (Ray Data only reads what the trainers pull).
@@ -22,6 +23,7 @@ from typing import Sequence
 from linnaeus import storage
 from linnaeus.config import ConfigError, TrainConfig, apply_overrides, validate
 from linnaeus.data import shards
+from linnaeus.taxonomy import stable_hash64
 
 CONFIG_NAME = "linnaeus_train.json"
 
@@ -82,6 +84,12 @@ class TrainPlan:
         return out
 
 
+def init_seed(seed: int, rank: int) -> int:
+    """The seed a rank builds its model from. DDP starts every rank from rank 0's weights, so a run's
+    random initialisation is reproducible from its recipe (evaluation compares a model against it)."""
+    return stable_hash64(seed, "train", rank) % 2**63
+
+
 def default_name(recipe: str, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return f"{recipe}-{now:%Y%m%d-%H%M%S}"
@@ -101,6 +109,9 @@ def plan_training(cfg: TrainConfig, recipe: str = "run") -> TrainPlan:
 def load_plan(run_uri: str, overrides: Sequence[str] = (), s3: storage.S3Options | None = None) -> TrainPlan:
     """The plan of an earlier run, read back from `<run>/linnaeus_train.json` (what `--resume` does);
     dotted `overrides` may change e.g. the number of workers, never the step count."""
+    if s3 is None:  # a recipe's s3: section is never saved; `--set s3.endpoint_url=...` brings it back
+        s3_raw = apply_overrides({}, [o for o in overrides if o.strip().startswith("s3.")]).get("s3")
+        s3 = validate(storage.S3Options, s3_raw, "--set s3.*") if s3_raw else None
     run = storage.resolve(run_uri, s3)
     record_loc = run.join(CONFIG_NAME)
     if not storage.exists(record_loc):
@@ -110,4 +121,9 @@ def load_plan(run_uri: str, overrides: Sequence[str] = (), s3: storage.S3Options
     raw = apply_overrides(record["config"], [*overrides, f"checkpoint.storage_path={parent}",
                                              f"checkpoint.name={name}"])
     cfg = validate(TrainConfig, raw, str(record_loc.uri))
+    units = sum(e.row_groups for e in shards.read_manifest(storage.resolve(cfg.data.data, cfg.data.s3)).shards)
+    if units != record["units"]:
+        raise ConfigError(f"--resume {run.uri}: the corpus {cfg.data.data} has changed since the run started "
+                          f"({units} row groups now, {record['units']} then); a run resumes on the corpus it "
+                          "started on (re-ingested corpora start new runs)")
     return TrainPlan(cfg, name, record["rows"], record["units"], record["total_steps"])

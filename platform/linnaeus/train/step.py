@@ -6,7 +6,8 @@ Notable:
   gradients and its features are scored against the cached features of all the others. The loss sees
   the full global batch of negatives, and the summed gradients equal those of one pass over it
   (tests/unit/test_step.py checks that), for one extra forward per micro-batch. The logit scale
-  takes its gradient from one pass only (open_clip's loop counts it once per micro-batch).
+  takes its gradient from one pass only, the last (open_clip's loop counts it once per micro-batch);
+  under DDP it must be the last: the synchronised pass is where DDP expects every parameter's gradient.
 - Under DDP, gradients are all-reduced once per step (`no_sync` on all but the last micro-batch).
 - bf16 autocast on GPU, fp32 on CPU by default; the logit scale is clamped to ln(100) after each step.
 - Nothing here knows about Ray: the caller passes the (possibly DDP-wrapped) model and the loss.
@@ -86,8 +87,8 @@ class TrainStep:
             with sync:
                 with autocast_for(self.device, self.precision):
                     image_features, text_features, logit_scale = self.model(batch["image"], batch["text"])
-                    if j:  # every pass scores the whole batch: the temperature's gradient is taken once
-                        logit_scale = logit_scale.detach()
+                    if not last:  # every pass scores the whole batch: the temperature's gradient is
+                        logit_scale = logit_scale.detach()  # taken once, in the pass DDP syncs
                     images = torch.cat(cached_images[:j] + [image_features] + cached_images[j + 1:])
                     texts = torch.cat(cached_texts[:j] + [text_features] + cached_texts[j + 1:])
                     loss = self.loss_fn(images, texts, logit_scale)

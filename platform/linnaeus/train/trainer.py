@@ -112,13 +112,26 @@ def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
     if exists and not resume:
         raise ConfigError(f"{plan.run_uri} already holds a run: continue it with --resume {plan.run_uri}, "
                           "or pick another checkpoint.name")
-    plan = share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")))
     storage.ensure_bucket(plan.run)
     if not exists:
-        save_plan(plan)
+        save_plan(plan)  # before the CPU share: a resume on another cluster works its own out
+    plan = share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")))
     counter = SkipCounter.remote()
     result = build_trainer(plan, counter).fit()
     return result, ray.get(counter.summary.remote())
+
+
+def failure_cause(exc: Exception) -> str:
+    """What actually went wrong: Ray's message starts with a generic line; the causes hang below it."""
+    causes = getattr(exc, "worker_failures", None) or {}
+    if causes:
+        return "; ".join(f"rank {rank}: {_last_line(e)}" for rank, e in sorted(causes.items()))
+    return _last_line(getattr(exc, "controller_failure", None) or exc)
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"
 
 
 class TrainingFailed(RuntimeError):
@@ -133,8 +146,8 @@ def run_training(plan: TrainPlan, resume: bool = False) -> dict:
     except ray.train.TrainingFailedError as exc:
         latest = ckpt.latest_in_run(plan.run)
         where = f"its latest checkpoint is {latest.uri}" if latest else "it has no checkpoint yet"
-        raise TrainingFailed(f"{plan.run_uri}: training failed ({str(exc).strip().splitlines()[0][:300]}); "
-                             f"{where}. Continue it with: python jobs/train.py --resume {plan.run_uri}") from exc
+        raise TrainingFailed(f"{plan.run_uri}: training failed: {failure_cause(exc)}\n{where}. Continue it "
+                             f"with: python jobs/train.py --resume {plan.run_uri}") from exc
     if result.checkpoint is None:
         raise RuntimeError(f"{plan.run_uri}: training ended without a checkpoint ({result.error})")
     uri = plan.run.join(os.path.basename(result.checkpoint.path.rstrip("/"))).uri

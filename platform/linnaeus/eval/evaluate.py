@@ -1,0 +1,97 @@
+"""One model on one evaluation set: every task's figures, with the settings that produced them.
+
+Notable:
+- Classes are the distinct taxa of the evaluation set at `rank` (species by default); images unknown at
+  that rank are left out of classification (counted). Zero-shot texts come from the class taxa in
+  `text_type` through the chosen templates; per-rank accuracy is reported both ways (`ranks`).
+- Retrieval uses each image's own caption where the data has one, otherwise its taxon's caption in
+  `text_type` (so BioCLIP-style corpora without free text still get a figure).
+- Text features are computed on the driver (one per class or caption); image features come from the
+  Ray Data pipeline (`embed`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import open_clip
+import torch
+
+from linnaeus.config import EvalConfig
+from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
+from linnaeus.eval.embed import EvalSet
+from linnaeus.models import register_configs
+from linnaeus.taxonomy import RANKS
+
+
+@torch.no_grad()
+def _texts(model, arch: str, texts: Sequence[str]) -> torch.Tensor:
+    register_configs()
+    tokenizer = open_clip.get_tokenizer(arch)
+    return torch.cat([model.encode_text(tokenizer(list(texts[i:i + 512])), normalize=True).float()
+                      for i in range(0, len(texts), 512)])
+
+
+def zero_shot(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
+    classes, labels = ranks.rank_classes(data.taxa, cfg.rank)
+    known = labels >= 0
+    names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
+    weights = zeroshot.classifier(model, open_clip.get_tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
+    logits = data.features[known] @ weights
+    out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
+           **zeroshot.accuracy(logits, labels[known])}
+    predicted = [classes[i] for i in logits.argmax(dim=1).tolist()]
+    truth = [t for t, k in zip(data.taxa, known.tolist()) if k]
+    out["per_rank_via_prediction"] = ranks.via_species(predicted, truth)
+    out["per_rank_direct"] = {rank: _direct(model, arch, data, rank, cfg)
+                              for rank in RANKS[: RANKS.index(cfg.rank) + 1]}
+    return out
+
+
+def _direct(model, arch: str, data: EvalSet, rank: str, cfg: EvalConfig) -> dict:
+    classes, labels = ranks.rank_classes(data.taxa, rank)
+    known = labels >= 0
+    if len(classes) < 2:
+        return {"classes": len(classes), "note": "one class: nothing to classify"}
+    names = [c.taxonomic_name() for c in classes]
+    weights = zeroshot.classifier(model, open_clip.get_tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
+    return {"classes": len(classes), **zeroshot.accuracy(data.features[known] @ weights, labels[known])}
+
+
+def few_shot(data: EvalSet, cfg: EvalConfig) -> dict:
+    _, labels = ranks.rank_classes(data.taxa, cfg.rank)
+    known = labels >= 0
+    out = {}
+    for k in cfg.shots:
+        try:
+            out[f"{k}-shot"] = fewshot.simpleshot(data.features[known], labels[known], k, cfg.seeds)
+        except ValueError as exc:
+            out[f"{k}-shot"] = {"k": k, "note": str(exc)}
+    return out
+
+
+def retrieval_recall(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
+    captions = [c or t.caption(cfg.text_type) or t.caption("taxonomic") for c, t in zip(data.captions, data.taxa)]
+    distinct = sorted(set(captions))
+    index = {c: i for i, c in enumerate(distinct)}
+    text_features = _texts(model, arch, distinct)
+    return {"texts": len(distinct), "own_captions": sum(c is not None for c in data.captions),
+            **retrieval.recall_at_k(data.features, text_features, torch.tensor([index[c] for c in captions]))}
+
+
+def evaluate(model, arch: str, data: EvalSet, cfg: EvalConfig) -> tuple[dict, dict[str, bytes]]:
+    """Figures for every task in `cfg.tasks`, and the PNGs (name -> bytes)."""
+    model = model.eval()
+    results: dict = {"images": len(data.taxa), "skipped_images": len(data.skipped)}
+    pngs: dict[str, bytes] = {}
+    if "zeroshot" in cfg.tasks:
+        results["zeroshot"] = zero_shot(model, arch, data, cfg)
+    if "fewshot" in cfg.tasks:
+        results["fewshot"] = few_shot(data, cfg)
+    if "retrieval" in cfg.tasks:
+        results["retrieval"] = retrieval_recall(model, arch, data, cfg)
+    if "hierarchy" in cfg.tasks:
+        results["hierarchy"] = hierarchy.knn_agreement(data.features, data.taxa, k=cfg.knn, seed=0)
+        pngs["embedding_map"] = hierarchy.pca_map_png(data.features, data.taxa, cfg.map_rank, arch)
+    return results, pngs
+

@@ -1,0 +1,33 @@
+"""`jobs/evaluate.py`'s work: check inputs, embed with each model on Ray, measure, write the reports."""
+
+from __future__ import annotations
+
+from linnaeus import storage
+from linnaeus.config import EvalConfig
+from linnaeus.data import shards, sources
+from linnaeus.eval import report
+from linnaeus.eval.embed import embed_images
+from linnaeus.eval.evaluate import evaluate
+from linnaeus.eval.modelref import build_model, describe
+
+
+def check_inputs(cfg: EvalConfig) -> dict:
+    """Fail before any cluster work: the data must be a corpus or a folder dataset, the models must
+    build. Returns spec -> (model, arch) for the driver-side text features."""
+    root = storage.resolve(cfg.data, cfg.s3)
+    if not (storage.exists(root.join(shards.MANIFEST_NAME)) or storage.exists(root.join(sources.TAXA_CSV))):
+        raise sources.SourceError(f"{root.uri}: neither a corpus ({shards.MANIFEST_NAME}) nor a folder "
+                                  f"dataset ({sources.TAXA_CSV} + images/)")
+    return {spec: build_model(spec) for spec in filter(None, [cfg.model, cfg.compare])}
+
+
+def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Location]:
+    results, pngs = {}, {}
+    for spec, (model, arch) in models.items():
+        model = model.eval()
+        data = embed_images(cfg.data, spec, cfg.actors, cfg.batch_size, cfg.s3)
+        label = describe(spec) if describe(spec) not in results else spec
+        results[label], model_pngs = evaluate(model, arch, data, cfg)
+        suffix = "" if spec == cfg.model else "_compare"
+        pngs.update({f"{name}{suffix}": png for name, png in model_pngs.items()})
+    return results, report.write(results, pngs, cfg)

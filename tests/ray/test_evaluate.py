@@ -1,0 +1,67 @@
+"""Evaluation on a local Ray: pipeline features equal a plain loop, folders are read in place with bad
+images skipped, and the job writes results, report and map for two models side by side."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from linnaeus.config import IngestConfig
+from linnaeus.data.ingest import run_ingest
+from linnaeus.eval.embed import embed_images, embed_local
+from linnaeus.eval.modelref import build_model
+from linnaeus.models import create_model, export_model
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@pytest.fixture(scope="module")
+def corpus(synthetic_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval-corpus")
+    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out), shard_rows=40))
+    return out
+
+
+def test_pipeline_features_equal_a_plain_single_process_loop(corpus):
+    data = embed_images(str(corpus), "arch:linnaeus-tiny", actors=2, batch_size=16)
+    rows = [r for shard in sorted(corpus.glob("part-*.parquet")) for r in pq.read_table(shard).to_pylist()]
+    expected = embed_local(rows, build_model("arch:linnaeus-tiny")[0])
+    order = {r["image_id"]: i for i, r in enumerate(rows)}
+    got = data.features[torch.tensor([i for i in range(len(data.image_ids))])]
+    want = expected[torch.tensor([order[i] for i in data.image_ids])]
+    assert len(data.image_ids) == len(rows) == 96 and not data.skipped
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped(synthetic_folder, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(synthetic_folder, folder)
+    victim = sorted((folder / "images").rglob("*.jpg"))[0]
+    victim.write_bytes(b"\xff\xd8 not really a jpeg")
+    data = embed_images(str(folder), "arch:linnaeus-tiny")
+    assert len(data.taxa) == 95 and len(data.skipped) == 1
+    assert data.skipped[0]["reason"].startswith("undecodable")
+
+
+def test_evaluate_job_reports_two_models_side_by_side(corpus, tmp_path, load_job, capsys):
+    torch.manual_seed(5)
+    export_model(create_model("linnaeus-tiny"), "linnaeus-tiny", str(tmp_path / "other"))
+    argv = ["--model", "arch:linnaeus-tiny", "--compare", str(tmp_path / "other"), "--data", str(corpus),
+            "--output", str(tmp_path / "eval"), "--shots", "1,5", "--seeds", "3", "--rank", "species"]
+    assert load_job("evaluate").main(argv) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["settings"]["shots"] == [1, 5] and len(results["models"]) == 2
+    first = results["models"]["arch:linnaeus-tiny"]
+    assert first["zeroshot"]["classes"] == 8 and 0 <= first["zeroshot"]["top1"] <= 1
+    assert set(first["fewshot"]) == {"1-shot", "5-shot"} and len(first["fewshot"]["5-shot"]["per_seed"]) == 3
+    assert first["hierarchy"]["kingdom"]["taxa"] >= 1 and "image_to_text_r1" in first["retrieval"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert f"| figure | arch:linnaeus-tiny | {tmp_path.name}/other |" in report and "5-shot species" in report
+    assert (tmp_path / "eval" / "embedding_map.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "eval" / "embedding_map_compare.png").is_file()
+    assert "zero-shot species top1" in capsys.readouterr().out

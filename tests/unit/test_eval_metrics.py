@@ -1,0 +1,109 @@
+"""The evaluation math on small hand-checked cases, and the zero-shot classifier against open_clip's."""
+
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
+from linnaeus.models import create_model
+from linnaeus.taxonomy import Taxon
+
+PICA = Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "hudsonia", "black-billed magpie")
+PICA2 = Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "pica", "Eurasian magpie")
+CORVUS = Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax", None)
+ROSA = Taxon("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "canina", "dog rose")
+
+
+def test_zero_shot_classifier_equals_open_clips_builder():
+    torch.manual_seed(0)
+    model = create_model("linnaeus-tiny").eval()
+    tokenizer = open_clip.get_tokenizer("linnaeus-tiny")
+    names, fallbacks = zeroshot.class_names([PICA, PICA2, CORVUS, ROSA], "common")
+    assert fallbacks == 1 and names[2] == CORVUS.taxonomic_name()  # no common name: taxonomic instead
+    ours = zeroshot.classifier(model, tokenizer, names, zeroshot.TEMPLATES["openai"], texts_per_batch=100)
+    theirs = build_zero_shot_classifier(model, tokenizer, names, zeroshot.TEMPLATES["openai"],
+                                        num_classes_per_batch=3)
+    assert ours.shape == (64, 4) and torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_class_texts_mirror_the_training_captions():
+    names, _ = zeroshot.class_names([PICA], "scientific_common")
+    assert names == ["Pica hudsonia with common name black-billed magpie"]
+    assert zeroshot.TEMPLATES["single"][0](names[0]) == PICA.caption("scientific_common")
+
+
+def test_topk_accuracy_on_a_hand_made_case():
+    logits = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])
+    labels = torch.tensor([0, 1, 2])
+    assert zeroshot.accuracy(logits, labels, ks=(1, 2)) == {"top1": pytest.approx(1 / 3), "top2": pytest.approx(1.0)}
+
+
+def test_rank_accuracy_via_the_predicted_species_lineage():
+    scores = ranks.via_species(predicted=[PICA2, CORVUS, ROSA], truth=[PICA, PICA, PICA])
+    assert scores["genus"]["top1"] == pytest.approx(1 / 3)   # only Pica pica shares the genus
+    assert scores["family"]["top1"] == pytest.approx(2 / 3)  # Corvus is still Corvidae
+    assert scores["kingdom"]["top1"] == pytest.approx(2 / 3) and scores["species"]["images"] == 3
+
+
+def test_rank_classes_are_the_distinct_truncated_lineages():
+    classes, index = ranks.rank_classes([PICA, PICA2, CORVUS, ROSA, Taxon("Animalia")], "genus")
+    assert [c.taxonomic_name() for c in classes] == [
+        "Animalia Chordata Aves Passeriformes Corvidae Corvus", "Animalia Chordata Aves Passeriformes Corvidae Pica",
+        "Plantae Tracheophyta Magnoliopsida Rosales Rosaceae Rosa"]
+    assert index.tolist() == [1, 1, 0, 2, -1]
+
+
+def _clusters(per_class: int = 6, classes: int = 4, spread: float = 0.05, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.eye(8)[:classes] * 3
+    features = torch.cat([c + spread * torch.randn(per_class, 8, generator=g) for c in centres])
+    return features, torch.arange(classes).repeat_interleave(per_class)
+
+
+def test_simpleshot_separates_clean_clusters_and_is_reproducible():
+    features, labels = _clusters()
+    result = fewshot.simpleshot(features, labels, k=1, seeds=5)
+    assert result["mean"] == 1.0 and result["std"] == 0.0 and result["classes"] == 4
+    noisy, labels = _clusters(spread=2.0)
+    a, b = fewshot.simpleshot(noisy, labels, k=5, seeds=3), fewshot.simpleshot(noisy, labels, k=5, seeds=3)
+    assert a["per_seed"] == b["per_seed"] and 0.0 < a["mean"] < 1.0
+
+
+def test_simpleshot_never_queries_its_support_and_drops_classes_too_small():
+    support, query = fewshot._split(torch.tensor([0, 0, 0, 1, 1, 2]).numpy(), 2, __import__("numpy").random.default_rng(0))
+    assert set(support) & set(query) == set() and len(query) == 1  # class 1 has no query left, class 2 too few
+    features, labels = _clusters(per_class=3)
+    labels[-1] = 4  # a class with one image
+    assert fewshot.simpleshot(features, labels, k=1)["classes_left_out"] == 1
+
+
+def test_simpleshot_centres_on_the_support_mean():
+    """A shared offset on every feature changes nothing once centred (plain L2 would be fooled)."""
+    features, labels = _clusters(spread=0.8)
+    shifted = features + 25.0
+    assert fewshot.simpleshot_once(shifted, labels, 1, 0) == fewshot.simpleshot_once(features, labels, 1, 0)
+
+
+def test_recall_at_k_counts_hits_both_ways():
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    caption = torch.tensor([0, 1, 1])  # image 2's caption is text 1, but it sits between both
+    r = retrieval.recall_at_k(images, texts, caption, ks=(1, 2))
+    assert r["image_to_text_r1"] == pytest.approx(2 / 3) and r["image_to_text_r2"] == 1.0
+    assert r["text_to_image_r1"] == 1.0
+
+
+def test_knn_agreement_is_high_for_features_that_follow_the_tree():
+    taxa = [PICA] * 5 + [PICA2] * 5 + [CORVUS] * 5 + [ROSA] * 5
+    genus_of = {PICA: 0, PICA2: 0, CORVUS: 1, ROSA: 2}
+    g = torch.Generator().manual_seed(0)
+    features = torch.stack([torch.eye(6)[genus_of[t]] * 4 + torch.eye(6)[3 + (t == PICA2)] * 0.5
+                            + 0.05 * torch.randn(6, generator=g) for t in taxa])
+    scores = hierarchy.knn_agreement(features, taxa, k=4)
+    assert scores["genus"]["agreement"] == 1.0 and scores["kingdom"]["agreement"] == 1.0
+    assert scores["genus"]["chance"] < 0.6 and scores["species"]["taxa"] == 4
+    png = hierarchy.pca_map_png(features, taxa, "genus", "test")
+    assert png[:4] == b"\x89PNG"
