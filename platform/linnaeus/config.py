@@ -197,6 +197,7 @@ class EvalConfig(Strict):
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
     seeds: int = Field(5, ge=1)
     knn: int = Field(10, ge=1)
+    hierarchy_images: int = Field(20_000, ge=2, description="sample size for the neighbour search")
     map_rank: Rank = "order"
     actors: int = Field(1, ge=1, description="embedding actors (one GPU each when the cluster has GPUs)")
     batch_size: int = Field(64, ge=1)

@@ -107,3 +107,17 @@ def test_knn_agreement_is_high_for_features_that_follow_the_tree():
     assert scores["genus"]["chance"] < 0.6 and scores["species"]["taxa"] == 4
     png = hierarchy.pca_map_png(features, taxa, "genus", "test")
     assert png[:4] == b"\x89PNG"
+
+
+def test_chunked_computation_gives_the_same_figures_as_whole_matrices():
+    g = torch.Generator().manual_seed(3)
+    features, weights = torch.randn(50, 8, generator=g), torch.randn(8, 7, generator=g)
+    labels = torch.randint(0, 7, (50,), generator=g)
+    assert zeroshot.accuracy_from_top(zeroshot.top_classes(features, weights, chunk=7), labels) == \
+        zeroshot.accuracy(features @ weights, labels)
+    texts, caption = torch.randn(7, 8, generator=g), torch.randint(0, 7, (50,), generator=g)
+    assert retrieval.recall_at_k(features, texts, caption, chunk=3) == retrieval.recall_at_k(features, texts, caption)
+    taxa = [PICA, PICA2, CORVUS, ROSA, PICA] * 10
+    assert hierarchy._neighbours(features, 4, chunk=6).tolist() == hierarchy._neighbours(features, 4).tolist()
+    sampled, sampled_taxa = hierarchy.sample(features, taxa, 20)
+    assert len(sampled) == len(sampled_taxa) == 20 and hierarchy.sample(features, taxa, 20)[1] == sampled_taxa

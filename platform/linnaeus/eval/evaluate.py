@@ -37,10 +37,10 @@ def zero_shot(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
     known = labels >= 0
     names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
     weights = zeroshot.classifier(model, open_clip.get_tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
-    logits = data.features[known] @ weights
+    top = zeroshot.top_classes(data.features[known], weights)
     out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
-           **zeroshot.accuracy(logits, labels[known])}
-    predicted = [classes[i] for i in logits.argmax(dim=1).tolist()]
+           **zeroshot.accuracy_from_top(top, labels[known])}
+    predicted = [classes[i] for i in top[:, 0].tolist()]
     truth = [t for t, k in zip(data.taxa, known.tolist()) if k]
     out["per_rank_via_prediction"] = ranks.via_species(predicted, truth)
     out["per_rank_direct"] = {rank: _direct(model, arch, data, rank, cfg)
@@ -55,7 +55,8 @@ def _direct(model, arch: str, data: EvalSet, rank: str, cfg: EvalConfig) -> dict
         return {"classes": len(classes), "note": "one class: nothing to classify"}
     names = [c.taxonomic_name() for c in classes]
     weights = zeroshot.classifier(model, open_clip.get_tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
-    return {"classes": len(classes), **zeroshot.accuracy(data.features[known] @ weights, labels[known])}
+    top = zeroshot.top_classes(data.features[known], weights)
+    return {"classes": len(classes), **zeroshot.accuracy_from_top(top, labels[known])}
 
 
 def few_shot(data: EvalSet, cfg: EvalConfig) -> dict:
@@ -91,7 +92,9 @@ def evaluate(model, arch: str, data: EvalSet, cfg: EvalConfig) -> tuple[dict, di
     if "retrieval" in cfg.tasks:
         results["retrieval"] = retrieval_recall(model, arch, data, cfg)
     if "hierarchy" in cfg.tasks:
-        results["hierarchy"] = hierarchy.knn_agreement(data.features, data.taxa, k=cfg.knn, seed=0)
-        pngs["embedding_map"] = hierarchy.pca_map_png(data.features, data.taxa, cfg.map_rank, arch)
+        features, taxa = hierarchy.sample(data.features, data.taxa, cfg.hierarchy_images, seed=0)
+        results["hierarchy"] = hierarchy.knn_agreement(features, taxa, k=cfg.knn, seed=0)
+        results["hierarchy"]["images_sampled"] = len(taxa)
+        pngs["embedding_map"] = hierarchy.pca_map_png(features, taxa, cfg.map_rank, arch)
     return results, pngs
 

@@ -4,6 +4,8 @@ Notable:
 - For each image, the share of its k nearest neighbours (cosine, itself excluded) that share its taxon
   at each rank, averaged; the same with the labels shuffled is the chance level. A model whose
   embeddings follow the taxonomy scores well above chance at every rank, most at the coarse ranks.
+- Neighbour search is quadratic, so it runs on a seeded sample of at most `hierarchy_images` images
+  (20,000 by default), a chunk of queries at a time.
 - The map is a 2-D PCA of the normalised features (deterministic, no extra dependency), coloured by
   one rank, written as a PNG.
 """
@@ -20,11 +22,24 @@ import torch.nn.functional as F
 from linnaeus.taxonomy import RANKS, Taxon
 
 
-def _neighbours(features: torch.Tensor, k: int) -> torch.Tensor:
+def sample(features: torch.Tensor, taxa: Sequence[Taxon], limit: int, seed: int = 0
+           ) -> tuple[torch.Tensor, list[Taxon]]:
+    """At most `limit` images, drawn by seed: neighbour search is quadratic in the images."""
+    if len(taxa) <= limit:
+        return features, list(taxa)
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(taxa), limit, replace=False)))
+    return features[keep], [taxa[i] for i in keep.tolist()]
+
+
+def _neighbours(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
     normed = F.normalize(features.float(), dim=-1)
-    sims = normed @ normed.T
-    sims.fill_diagonal_(-float("inf"))
-    return sims.topk(min(k, len(features) - 1), dim=1).indices
+    k = min(k, len(features) - 1)
+    out = []
+    for start in range(0, len(normed), chunk):
+        sims = normed[start:start + chunk] @ normed.T
+        sims[torch.arange(len(sims)), torch.arange(start, start + len(sims))] = -float("inf")
+        out.append(sims.topk(k, dim=1).indices)
+    return torch.cat(out)
 
 
 def knn_agreement(features: torch.Tensor, taxa: Sequence[Taxon], k: int = 10, seed: int = 0) -> dict[str, dict]:

@@ -15,14 +15,19 @@ import torch.nn.functional as F
 
 
 def recall_at_k(image_features: torch.Tensor, text_features: torch.Tensor, image_to_text: torch.Tensor,
-                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+                ks: Sequence[int] = (1, 5, 10), chunk: int = 8192) -> dict[str, float]:
     """`image_to_text[i]` is the index (into the distinct texts) of image i's caption."""
-    sims = F.normalize(image_features.float(), dim=-1) @ F.normalize(text_features.float(), dim=-1).T
+    images = F.normalize(image_features.float(), dim=-1)
+    texts = F.normalize(text_features.float(), dim=-1)
+    kmax = max(ks)
+    # A chunk of rows at a time: images x texts similarities never exist whole.
+    top_texts = torch.cat([(images[i:i + chunk] @ texts.T).topk(min(kmax, len(texts)), dim=1).indices
+                           for i in range(0, len(images), chunk)])
+    top_images = torch.cat([(texts[i:i + chunk] @ images.T).topk(min(kmax, len(images)), dim=1).indices
+                            for i in range(0, len(texts), chunk)])
     out = {}
     for k in ks:
-        top_texts = sims.topk(min(k, sims.shape[1]), dim=1).indices
-        out[f"image_to_text_r{k}"] = float((top_texts == image_to_text[:, None]).any(dim=1).float().mean())
-        top_images = sims.T.topk(min(k, sims.shape[0]), dim=1).indices
-        hits = (image_to_text[top_images] == torch.arange(sims.shape[1])[:, None]).any(dim=1)
+        out[f"image_to_text_r{k}"] = float((top_texts[:, :k] == image_to_text[:, None]).any(dim=1).float().mean())
+        hits = (image_to_text[top_images[:, :k]] == torch.arange(len(texts))[:, None]).any(dim=1)
         out[f"text_to_image_r{k}"] = float(hits.float().mean())
     return out

@@ -53,6 +53,18 @@ def classifier(model, tokenizer, names: Sequence[str], templates: Sequence[Calla
     return torch.cat(columns).T
 
 
+def top_classes(features: torch.Tensor, weights: torch.Tensor, k: int = 5, chunk: int = 16384) -> torch.Tensor:
+    """[N, k] best classes per image, computed a chunk of images at a time (N x C logits never exist
+    at once: a million images x 10,000 species would be 40 GB)."""
+    k = min(k, weights.shape[1])
+    return torch.cat([(features[i:i + chunk].float() @ weights).topk(k, dim=1).indices
+                      for i in range(0, len(features), chunk)])
+
+
+def accuracy_from_top(top: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    return {f"top{k}": float((top[:, :k] == labels[:, None]).any(dim=1).float().mean()) for k in ks}
+
+
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean [N]: the label is among the k highest logits."""
     k = min(k, logits.shape[1])
