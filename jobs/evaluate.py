@@ -1,7 +1,8 @@
 """Evaluate a model: zero-shot, few-shot (SimpleShot), accuracy per rank, retrieval and hierarchy.
 
     python jobs/evaluate.py --model out/runs/<run>/export --data out/demo/heldout --output out/eval
-    python jobs/evaluate.py --model out/runs/<run>/export --compare init:out/runs/<run> --data my-photos/ --output out/eval
+    python jobs/evaluate.py --model out/runs/<run>/export --compare init:out/runs/<run> \
+        --data my-photos/ --output out/eval --compare-text-type common
     python jobs/evaluate.py --model arch:ViT-B-16@openai --data s3://corpora/cub50 --output out/eval-openai
 
 --model / --compare: an exported model (folder or s3://), init:<run folder> (the weights that run started
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compare", help="a second model, reported side by side")
     p.add_argument("--tasks", help="comma-separated: zeroshot,fewshot,retrieval,hierarchy (default: all)")
     p.add_argument("--text-type", help="class-name text type for zero-shot (default taxonomic_common)")
+    p.add_argument("--compare-text-type", help="also score with this text type, in its own column")
     p.add_argument("--templates", help="openai (80 CLIP templates, default) or single")
     p.add_argument("--rank", help="classify at this rank (default species)")
     p.add_argument("--shots", help="comma-separated few-shot k (default 1,5)")
@@ -43,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_from(args: argparse.Namespace) -> EvalConfig:
     raw = {"model": args.model, "data": args.data, "output": args.output, "compare": args.compare,
            "tasks": args.tasks.split(",") if args.tasks else None, "text_type": args.text_type,
-           "templates": args.templates, "rank": args.rank, "seeds": args.seeds, "map_rank": args.map_rank,
+           "compare_text_type": args.compare_text_type, "templates": args.templates, "rank": args.rank,
+           "seeds": args.seeds, "map_rank": args.map_rank,
            "shots": [int(k) for k in args.shots.split(",")] if args.shots else None, "actors": args.actors}
     return validate(EvalConfig, {k: v for k, v in raw.items() if v is not None}, "jobs/evaluate.py")
 

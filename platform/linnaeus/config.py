@@ -192,6 +192,7 @@ class EvalConfig(Strict):
     tasks: list[EvalTask] = Field(default_factory=lambda: ["zeroshot", "fewshot", "retrieval", "hierarchy"],
                                   min_length=1)
     text_type: TextType = TextType.TAXONOMIC_COMMON
+    compare_text_type: TextType | None = Field(None, description="a second text type, reported side by side")
     templates: Literal["openai", "single"] = "openai"
     rank: Rank = "species"
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)

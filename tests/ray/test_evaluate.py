@@ -65,3 +65,13 @@ def test_evaluate_job_reports_two_models_side_by_side(corpus, tmp_path, load_job
     assert (tmp_path / "eval" / "embedding_map.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "eval" / "embedding_map_compare.png").is_file()
     assert "zero-shot species top1" in capsys.readouterr().out
+
+
+def test_two_text_types_of_one_model_are_reported_side_by_side(corpus, tmp_path, load_job):
+    argv = ["--model", "arch:linnaeus-tiny", "--data", str(corpus), "--output", str(tmp_path / "eval"),
+            "--tasks", "zeroshot", "--text-type", "scientific", "--compare-text-type", "common"]
+    assert load_job("evaluate").main(argv) == 0
+    models = json.loads((tmp_path / "eval" / "results.json").read_text())["models"]
+    assert set(models) == {"arch:linnaeus-tiny [scientific]", "arch:linnaeus-tiny [common]"}
+    assert models["arch:linnaeus-tiny [scientific]"]["zeroshot"]["classes"] == 8
+    assert "text type per column" in (tmp_path / "eval" / "report.md").read_text()

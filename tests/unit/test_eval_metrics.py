@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_simpleshot_separates_clean_clusters_and_is_reproducible():
 
 
 def test_simpleshot_never_queries_its_support_and_drops_classes_too_small():
-    support, query = fewshot._split(torch.tensor([0, 0, 0, 1, 1, 2]).numpy(), 2, __import__("numpy").random.default_rng(0))
+    support, query = fewshot._split(np.array([0, 0, 0, 1, 1, 2]), 2, np.random.default_rng(0))
     assert set(support) & set(query) == set() and len(query) == 1  # class 1 has no query left, class 2 too few
     features, labels = _clusters(per_class=3)
     labels[-1] = 4  # a class with one image

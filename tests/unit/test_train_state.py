@@ -48,7 +48,8 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     assert torch.equal(torch.rand(3), expected_draw)
     for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), name
-    assert fresh_sched.last_epoch == 2 and fresh_opt.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    assert fresh_sched.last_epoch == 2
+    assert fresh_opt.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
 
 
 def test_latest_checkpoint_comes_from_rays_run_snapshot(tmp_path):

@@ -32,7 +32,8 @@ def rows(results: dict[str, dict], cfg: EvalConfig) -> list[tuple[str, list[str]
     out = []
     if "zeroshot" in cfg.tasks:
         for k in ("top1", "top5"):
-            out.append((f"zero-shot {cfg.rank} {k} ({cfg.text_type.value}, {cfg.templates} templates)",
+            text = "text type per column" if cfg.compare_text_type else cfg.text_type.value
+            out.append((f"zero-shot {cfg.rank} {k} ({text}, {cfg.templates} templates)",
                         [_pct(_get(m, "zeroshot", k)) for m in models]))
         for rank in RANKS[: RANKS.index(cfg.rank) + 1]:
             out.append((f"zero-shot at {rank}, via predicted {cfg.rank} / direct",

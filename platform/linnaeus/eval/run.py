@@ -22,12 +22,16 @@ def check_inputs(cfg: EvalConfig) -> dict:
 
 
 def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Location]:
+    """One report column per model, and per text type when `compare_text_type` asks for a second."""
+    text_types = [cfg.text_type, *([cfg.compare_text_type] if cfg.compare_text_type else [])]
     results, pngs = {}, {}
     for spec, (model, arch) in models.items():
         model = model.eval()
-        data = embed_images(cfg.data, spec, cfg.actors, cfg.batch_size, cfg.s3)
-        label = describe(spec) if describe(spec) not in results else spec
-        results[label], model_pngs = evaluate(model, arch, data, cfg)
+        data = embed_images(cfg.data, spec, cfg.actors, cfg.batch_size, cfg.s3)  # once per model
+        for text_type in text_types:
+            label = describe(spec) if describe(spec) not in results else spec
+            label += f" [{text_type.value}]" if len(text_types) > 1 else ""
+            results[label], model_pngs = evaluate(model, arch, data, cfg.model_copy(update={"text_type": text_type}))
         suffix = "" if spec == cfg.model else "_compare"
         pngs.update({f"{name}{suffix}": png for name, png in model_pngs.items()})
     return results, report.write(results, pngs, cfg)

@@ -3,8 +3,9 @@
 Notable:
 - A class's text is its taxon's name in the chosen BioCLIP text type (`taxonomic`, `scientific`,
   `common`, `scientific_common` = "Pica hudsonia with common name black-billed magpie", ...: the
-  training caption without "a photo of ... ."), put through every template; the normalised embeddings are averaged and normalised
-  again, exactly as open_clip's `build_zero_shot_classifier` does (a test checks equality).
+  training caption without "a photo of ... ."), put through every template; the normalised
+  embeddings are averaged and normalised again, exactly as open_clip's `build_zero_shot_classifier`
+  does (a test checks equality).
 - Templates: `openai` (the 80 ImageNet templates of the CLIP paper, open_clip's list) or `single`
   ("a photo of {}.", the form of BioCLIP's training captions).
 - A taxon lacking the parts of the chosen type (no common name, say) falls back to its taxonomic name;
