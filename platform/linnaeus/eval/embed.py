@@ -5,8 +5,9 @@ Notable:
   dataset read in place (`images/<folder>/*` + `taxa.csv`), so users can evaluate on their own photos
   without ingesting them first.
 - The model is named by a spec (`linnaeus.eval.modelref`), not shipped through Ray: each actor of the
-  pool builds it once (on a GPU when the cluster has one) and embeds batches with open_clip's own
-  evaluation transform (resize, centre crop, normalise).
+  pool builds it once and embeds batches with open_clip's own evaluation transform (resize, centre
+  crop, normalise). Actors decode on their own CPU; with GPUs, the actors share them (`--actors 12` on
+  one GPU: twelve decoders, each with a model copy on the GPU).
 - An image that cannot be decoded is skipped and counted, never fatal. `embed_local` is the same
   computation as a plain loop; a test checks the two agree.
 """
@@ -119,12 +120,13 @@ def embed_images(data: str, spec: str, actors: int = 1, batch_size: int = 64,
                  s3: storage.S3Options | None = None) -> EvalSet:
     """Embed every image of `data` with the model `spec` on a pool of `actors` (Ray must be up)."""
     resources = ray.cluster_resources()
-    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
-    if not gpus:  # CPU actors leave room for the read tasks
-        actors = max(1, min(actors, int(resources.get("CPU", 1) - READ_CPUS)))
+    # Every actor decodes its own images on its CPU, so several actors share a GPU (each holds a copy
+    # of the model) to keep it fed; CPU actors leave room for the read tasks.
+    actors = max(1, min(actors, int(resources.get("CPU", 1) - READ_CPUS)))
+    gpus = {"num_gpus": min(1.0, resources["GPU"] / actors)} if resources.get("GPU", 0) >= 1 else {}
     ds = source_dataset(data, s3).map_batches(
         _Embed, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="pyarrow",
-        num_gpus=gpus, num_cpus=0 if gpus else 1, compute=ray.data.ActorPoolStrategy(size=actors))
+        num_cpus=1, compute=ray.data.ActorPoolStrategy(size=actors), **gpus)
     return _collect(ds.iter_batches(batch_format="numpy", batch_size=None))
 
 
