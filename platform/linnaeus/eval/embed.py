@@ -98,22 +98,29 @@ def _read(path: str) -> bytes:
         return b""  # counted as an undecodable image, with the others
 
 
+def data_kind(root: storage.Location) -> str:
+    """`corpus` (`_manifest.json`) or `folder` (`taxa.csv` + images/); anything else is refused."""
+    if storage.exists(root.join(shards.MANIFEST_NAME)):
+        return "corpus"
+    if storage.exists(root.join(sources.TAXA_CSV)):
+        return "folder"
+    raise sources.SourceError(f"{root.uri}: neither a corpus ({shards.MANIFEST_NAME}) nor a folder "
+                              f"dataset ({sources.TAXA_CSV} + images/)")
+
+
 def source_dataset(data: str, s3: storage.S3Options | None = None) -> ray.data.Dataset:
     """Rows of a corpus (`_manifest.json`) or of a folder-format dataset (`taxa.csv` + images/)."""
     root = storage.resolve(data, s3)
-    if storage.exists(root.join(shards.MANIFEST_NAME)):
+    if data_kind(root) == "corpus":
         manifest = shards.read_manifest(root)
         paths = [manifest.shard_location(root, e).path for e in manifest.shards]
         # Reading is light next to the model: a quarter CPU per read task, so a pool of embedding actors
         # that holds every whole CPU cannot starve its own input (the pipeline would stall silently).
         return ray.data.read_parquet(paths, filesystem=root.fs, columns=["image", *META], num_cpus=READ_CPUS)
-    if storage.exists(root.join(sources.TAXA_CSV)):
-        items = [{**item, "path": root.join(item["path"]).uri} for item in sources.plan_folder(root).items]
-        if not items:
-            raise sources.SourceError(f"{root.uri}: no image has a taxon in {sources.TAXA_CSV}")
-        return ray.data.from_items(items)
-    raise sources.SourceError(f"{root.uri}: neither a corpus ({shards.MANIFEST_NAME}) nor a folder "
-                              f"dataset ({sources.TAXA_CSV} + images/)")
+    items = [{**item, "path": root.join(item["path"]).uri} for item in sources.plan_folder(root).items]
+    if not items:
+        raise sources.SourceError(f"{root.uri}: no image has a taxon in {sources.TAXA_CSV}")
+    return ray.data.from_items(items)
 
 
 def embed_images(data: str, spec: str, actors: int = 1, batch_size: int = 64,

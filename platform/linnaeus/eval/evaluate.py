@@ -14,20 +14,22 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import open_clip
 import torch
 
 from linnaeus.config import EvalConfig
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
 from linnaeus.eval.embed import EvalSet
-from linnaeus.models import register_configs
+from linnaeus.data.stream import tokenizer
 from linnaeus.taxonomy import RANKS
+
+
+def _tokenizer(arch: str):
+    return tokenizer(arch, 77)  # cached per process, and knows the project's own architectures
 
 
 @torch.no_grad()
 def _texts(model, arch: str, texts: Sequence[str]) -> torch.Tensor:
-    register_configs()
-    tokenizer = open_clip.get_tokenizer(arch)
+    tokenizer = _tokenizer(arch)
     return torch.cat([model.encode_text(tokenizer(list(texts[i:i + 512])), normalize=True).float()
                       for i in range(0, len(texts), 512)])
 
@@ -36,7 +38,7 @@ def zero_shot(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
     classes, labels = ranks.rank_classes(data.taxa, cfg.rank)
     known = labels >= 0
     names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
-    weights = zeroshot.classifier(model, open_clip.get_tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
+    weights = zeroshot.classifier(model, _tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
     top = zeroshot.top_classes(data.features[known], weights)
     out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
            **zeroshot.accuracy_from_top(top, labels[known])}
@@ -54,7 +56,7 @@ def _direct(model, arch: str, data: EvalSet, rank: str, cfg: EvalConfig) -> dict
     if len(classes) < 2:
         return {"classes": len(classes), "note": "one class: nothing to classify"}
     names = [c.taxonomic_name() for c in classes]
-    weights = zeroshot.classifier(model, open_clip.get_tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
+    weights = zeroshot.classifier(model, _tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
     top = zeroshot.top_classes(data.features[known], weights)
     return {"classes": len(classes), **zeroshot.accuracy_from_top(top, labels[known])}
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from linnaeus.eval.ranks import rank_classes
 from linnaeus.taxonomy import RANKS, Taxon
 
 
@@ -47,17 +48,15 @@ def knn_agreement(features: torch.Tensor, taxa: Sequence[Taxon], k: int = 10, se
     neighbours = _neighbours(features, k)
     rng = np.random.default_rng(seed)
     out = {}
-    for depth, rank in enumerate(RANKS, start=1):
-        keys = [t.lineage[:depth] if t.lineage[depth - 1] is not None else None for t in taxa]
-        codes = {key: i for i, key in enumerate(sorted({key for key in keys if key}, key=str))}
-        labels = torch.tensor([codes[key] if key else -1 for key in keys])
+    for rank in RANKS:
+        classes, labels = rank_classes(taxa, rank)
         known = labels >= 0
         if known.sum() < 2:
             continue
         shuffled = labels.clone()
         shuffled[known] = labels[known][torch.from_numpy(rng.permutation(int(known.sum())))]
         out[rank] = {"agreement": _agreement(labels, neighbours, known),
-                     "chance": _agreement(shuffled, neighbours, known), "taxa": len(codes)}
+                     "chance": _agreement(shuffled, neighbours, known), "taxa": len(classes)}
     return out
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from linnaeus import storage
 from linnaeus.config import EvalConfig
-from linnaeus.data import shards, sources
 from linnaeus.eval import report
-from linnaeus.eval.embed import embed_images
+from linnaeus.eval.embed import data_kind, embed_images
 from linnaeus.eval.evaluate import evaluate
 from linnaeus.eval.modelref import build_model, describe
 
@@ -14,10 +13,7 @@ from linnaeus.eval.modelref import build_model, describe
 def check_inputs(cfg: EvalConfig) -> dict:
     """Fail before any cluster work: the data must be a corpus or a folder dataset, the models must
     build. Returns spec -> (model, arch) for the driver-side text features."""
-    root = storage.resolve(cfg.data, cfg.s3)
-    if not (storage.exists(root.join(shards.MANIFEST_NAME)) or storage.exists(root.join(sources.TAXA_CSV))):
-        raise sources.SourceError(f"{root.uri}: neither a corpus ({shards.MANIFEST_NAME}) nor a folder "
-                                  f"dataset ({sources.TAXA_CSV} + images/)")
+    data_kind(storage.resolve(cfg.data, cfg.s3))
     return {spec: build_model(spec) for spec in filter(None, [cfg.model, cfg.compare])}
 
 

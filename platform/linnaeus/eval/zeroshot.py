@@ -64,13 +64,3 @@ def top_classes(features: torch.Tensor, weights: torch.Tensor, k: int = 5, chunk
 
 def accuracy_from_top(top: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     return {f"top{k}": float((top[:, :k] == labels[:, None]).any(dim=1).float().mean()) for k in ks}
-
-
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean [N]: the label is among the k highest logits."""
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    return {f"top{k}": float(topk_correct(logits, labels, k).float().mean()) for k in ks}
