@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import logging
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,6 +46,13 @@ class ModelLoadError(RuntimeError):
 def register_configs() -> None:
     """Make the project's own architectures known to open_clip (once per process)."""
     open_clip.add_model_config(CONFIG_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer(arch: str, context_length: int | None = None):
+    """open_clip's tokenizer for `arch` (cached per process; knows the project's own architectures)."""
+    register_configs()
+    return open_clip.get_tokenizer(arch, context_length=context_length)
 
 
 def model_config(arch: str) -> dict:
@@ -163,8 +172,29 @@ def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None,
     return f"checkpoint {loc.uri}"
 
 
-def load_exported(uri: str, s3: storage.S3Options | None = None) -> tuple[torch.nn.Module, str]:
-    """A model exported by `export_model` (folder or s3:// prefix) and its architecture name."""
+@dataclass(frozen=True)
+class Export:
+    """An exported model as stored: its architecture, its open_clip config and its weights' bytes."""
+
+    uri: str
+    arch: str
+    config: dict
+    weights: bytes
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """sha256 of the weights (16 hex digits): what label banks and caches are keyed by."""
+        return hashlib.sha256(self.weights).hexdigest()[:16]
+
+    def build(self) -> torch.nn.Module:
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / WEIGHTS_NAME
+            weights.write_bytes(self.weights)
+            return _load_file(self.arch, str(weights))
+
+
+def read_export(uri: str, s3: storage.S3Options | None = None) -> Export:
+    """Read a model exported by `export_model` (folder or s3:// prefix) without building it."""
     loc = storage.resolve(uri, s3)
     config_loc = loc.join(CONFIG_NAME)
     if not storage.exists(config_loc):
@@ -172,10 +202,13 @@ def load_exported(uri: str, s3: storage.S3Options | None = None) -> tuple[torch.
     config = json.loads(storage.read_bytes(config_loc))
     arch = config.get("linnaeus_arch") or _arch_of(config["model_cfg"])
     model_config(arch)  # registers the project's architectures in this process
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / WEIGHTS_NAME
-        weights.write_bytes(storage.read_bytes(loc.join(WEIGHTS_NAME)))
-        return _load_file(arch, str(weights)), arch
+    return Export(loc.uri, arch, config, storage.read_bytes(loc.join(WEIGHTS_NAME)))
+
+
+def load_exported(uri: str, s3: storage.S3Options | None = None) -> tuple[torch.nn.Module, str]:
+    """A model exported by `export_model` (folder or s3:// prefix) and its architecture name."""
+    export = read_export(uri, s3)
+    return export.build(), export.arch
 
 
 def _arch_of(model_cfg: dict) -> str:

@@ -42,7 +42,7 @@ class CleanImage:
     converted: str | None  # what was changed ("cmyk->rgb", "resized", ...), None when kept as is
 
 
-def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
+def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     """8-bit RGB from any mode; alpha is composited on white (the usual page/paper background)."""
     mode = img.mode
     if mode == "RGB":
@@ -92,7 +92,7 @@ def clean_image(data: bytes, resize: int | None = None,
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None
     rotated = img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
-    rgb, converted = _to_rgb(ImageOps.exif_transpose(img) if rotated else img)
+    rgb, converted = to_rgb(ImageOps.exif_transpose(img) if rotated else img)
     if rotated:
         converted = ",".join(filter(None, ["exif-rotated", converted]))
     resized = _resize_shorter(rgb, resize) if resize else rgb

@@ -18,7 +18,7 @@ import torch
 
 from linnaeus.config import StreamConfig
 from linnaeus.data.device_decode import decode_and_augment, normalise
-from linnaeus.data.stream import tokenizer
+from linnaeus.models import tokenizer
 
 
 def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str | torch.device = "cpu",

@@ -39,6 +39,7 @@ import torch
 
 from linnaeus import storage
 from linnaeus.config import StreamConfig
+from linnaeus.models import tokenizer
 from linnaeus.data import images as image_ops
 from linnaeus.data import shards
 from linnaeus.taxonomy import RANKS, Taxon, TextSampler, rng_for, stable_hash64
@@ -158,16 +159,6 @@ def crop_pixels(data: bytes, image_size: int, crop_scale: tuple[float, float]) -
     """Encoded image -> augmented uint8 pixels [3, S, S]."""
     image = crop_transform(image_size, crop_scale)(image_ops.decode_rgb(data))
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
-
-
-@functools.lru_cache(maxsize=4)
-def tokenizer(model: str, context_length: int):
-    import open_clip
-
-    from linnaeus.models import register_configs
-
-    register_configs()  # the project's own architectures (linnaeus-tiny) name their tokenizer too
-    return open_clip.get_tokenizer(model, context_length=context_length)
 
 
 def looks_like_jpeg(data: bytes) -> bool:

@@ -19,7 +19,7 @@ import torch
 from linnaeus.config import EvalConfig
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
 from linnaeus.eval.embed import EvalSet
-from linnaeus.data.stream import tokenizer
+from linnaeus.models import tokenizer
 from linnaeus.taxonomy import RANKS
 
 

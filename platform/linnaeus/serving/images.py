@@ -1,0 +1,47 @@
+"""Images that clients send: size and pixel limits, checked before decoding, and decoding to RGB.
+
+Notable:
+- Limits are checked in the cheapest order: bytes first, then the pixel count from the header (a
+  decompression bomb is refused before a single pixel is decoded), then the decode itself.
+- EXIF orientation is applied: phone photos arrive rotated in their pixels and upright in their tags.
+- Every refusal is an `ImageRejected` with a short reason (`too_large`, `too_many_pixels`,
+  `not_an_image`, `undecodable`, `empty`) that the service turns into a 4xx naming the image's index.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from linnaeus.data.images import ImageRejected, to_rgb
+
+__all__ = ["ImageLimits", "ImageRejected", "decode_image"]
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Encoded bytes -> an upright 8-bit RGB PIL image, or ImageRejected saying why not."""
+    if not data:
+        raise ImageRejected("empty", "zero bytes")
+    if len(data) > limits.max_bytes:
+        raise ImageRejected("too_large", f"{len(data):,} bytes > limit {limits.max_bytes:,}")
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+    except Exception as exc:  # PIL raises many types for non-images
+        raise ImageRejected("not_an_image", f"{type(exc).__name__}: {exc}") from None
+    if width * height > limits.max_pixels:
+        raise ImageRejected("too_many_pixels",
+                            f"{width}x{height} = {width * height:,} pixels > limit {limits.max_pixels:,}")
+    try:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))[0]  # alpha on white, 16-bit scaled, as at ingest
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None

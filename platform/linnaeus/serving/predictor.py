@@ -1,0 +1,169 @@
+"""The Predictor: an exported model behind the questions users ask of it, in plain torch.
+
+Notable:
+- Preprocessing is split where it is cheapest to ship: `pixels(image)` runs open_clip's own eval
+  resize and centre crop on the CPU and returns uint8 [3, S, S] (a quarter of the float tensor's bytes);
+  `encode_pixels` scales and normalises on the model's device. Together they equal open_clip's transform.
+- On CUDA the image and text towers run under bf16 autocast; features come back float32, normalised.
+- Free-text labels go through templates (`openai`: the 80 CLIP templates, `single`, or `none` for the
+  text as given) and are cached per (model digest, text, templates) in an LRU.
+- Taxonomy: softmax over the bank's taxa (all, or a subset) at the model's learned temperature, then
+  probabilities summed up the tree to the asked rank, as pybioclip does. Mass on taxa unknown at that
+  rank (a genus-level entry asked for species) is not given to any answer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from linnaeus import storage
+from linnaeus.eval import zeroshot
+from linnaeus.models import read_export, tokenizer
+from linnaeus.serving.bank import BankError, LabelBank, default_location
+from linnaeus.serving.labels import LabelCache
+from linnaeus.taxonomy import RANKS, Taxon
+
+TEMPLATE_SETS = {**zeroshot.TEMPLATES, "none": (lambda c: c,)}
+
+
+class Predictor:
+    def __init__(self, model: str, bank: str | None = None, device: str | None = None,
+                 cache_size: int = 100_000, s3: storage.S3Options | None = None):
+        export = read_export(model, s3)
+        self.model_uri, self.arch, self.model_id = export.uri, export.arch, export.digest
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = export.build().to(self.device).eval()
+        self.tokenizer = tokenizer(self.arch)
+        self._crop = _crop_transform(self.model)
+        cfg = self.model.visual.preprocess_cfg
+        self.image_size = tuple(cfg["size"])
+        self._mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
+        self.logit_scale = float(self.model.logit_scale.detach().exp())
+        self.cache = LabelCache(cache_size)
+        self.bank = self._load_bank(bank, s3)
+
+    def _load_bank(self, uri: str | None, s3) -> LabelBank | None:
+        if uri is None:
+            candidate = default_location(self.model_uri)
+            if not storage.exists(storage.resolve(candidate, s3).join("_bank.json")):
+                return None
+            uri = candidate
+        bank = LabelBank.load(uri, s3)
+        if bank.meta.get("model_digest") != self.model_id:
+            raise BankError(f"{uri}: built for model {bank.meta.get('model_digest')}, not for "
+                            f"{self.model_uri} ({self.model_id}); rebuild it with jobs/build_label_bank.py")
+        bank.embeddings = bank.embeddings.to(self.device)
+        return bank
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # --- embeddings ------------------------------------------------------------------------------
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """An RGB image -> uint8 [3, S, S] after the model's eval resize and centre crop."""
+        return torch.from_numpy(np.asarray(self._crop(image), dtype=np.uint8).transpose(2, 0, 1).copy())
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, S, S] -> normalised float32 features [B, D] on the CPU."""
+        x = pixels.to(self.device, non_blocking=True).float().div_(255).sub_(self._mean).div_(self._std)
+        with self._autocast():
+            features = self.model.encode_image(x)
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.encode_pixels(torch.stack([self.pixels(im) for im in images]))
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised float32 text features [N, D], texts as given (no templates)."""
+        out = []
+        for start in range(0, len(texts), 1024):
+            tokens = self.tokenizer(list(texts[start:start + 1024])).to(self.device)
+            with self._autocast():
+                out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
+        return torch.cat(out)
+
+    def label_embeddings(self, labels: Sequence[str], templates: str = "openai") -> torch.Tensor:
+        """[L, D] template-averaged label embeddings, through the LRU cache."""
+        if templates not in TEMPLATE_SETS:
+            raise ValueError(f"templates: {templates!r} is not one of {sorted(TEMPLATE_SETS)}")
+
+        def compute(missing: list[int]) -> torch.Tensor:
+            with torch.no_grad(), self._autocast():
+                weights = zeroshot.classifier(self.model, self.tokenizer, [labels[i] for i in missing],
+                                              TEMPLATE_SETS[templates], self.device)
+            return weights.T.float()
+
+        return self.cache.get_or_compute([(self.model_id, templates, label) for label in labels], compute)
+
+    # --- questions -------------------------------------------------------------------------------
+    def classify_features(self, features: torch.Tensor, labels: Sequence[str], k: int = 5,
+                          templates: str = "openai") -> list[list[dict]]:
+        """Per image, the top-k labels with softmax probabilities over all `labels`."""
+        weights = self.label_embeddings(labels, templates)
+        probs = (self.logit_scale * features.float() @ weights.T).softmax(dim=-1)
+        top = probs.topk(min(k, len(labels)), dim=-1)
+        return [[{"label": labels[j], "probability": float(p)} for p, j in zip(ps.tolist(), js.tolist())]
+                for ps, js in zip(top.values, top.indices)]
+
+    def predict_features(self, features: torch.Tensor, rank: str = "species", k: int = 5,
+                         subset: Sequence[str] | None = None) -> list[list[dict]]:
+        """Per image, the top-k taxa at `rank` with probabilities summed up from the bank's leaves."""
+        bank = self._require_bank()
+        of_entry, groups = bank.groups(rank)
+        rows = bank.subset(subset) if subset else torch.arange(len(bank))
+        embeddings = bank.embeddings[rows.to(bank.embeddings.device)].float()
+        probs = (self.logit_scale * features.to(embeddings.device).float() @ embeddings.T).softmax(dim=-1)
+        target = of_entry[rows].to(probs.device)
+        known = target >= 0
+        if not known.any():
+            raise BankError(f"rank {rank!r}: no taxon in the label bank{' subset' if subset else ''} "
+                            "is known at that rank")
+        summed = torch.zeros(len(features), len(groups), device=probs.device)
+        summed.index_add_(1, target[known], probs[:, known])
+        present = torch.zeros(len(groups), dtype=torch.bool, device=probs.device)
+        present[target[known]] = True
+        summed[:, ~present] = -1.0  # groups outside the subset are never answers, even at p = 0
+        top = summed.topk(min(k, int(present.sum())), dim=-1)
+        return [[_answer(groups[j], rank, float(p)) for p, j in zip(ps.tolist(), js.tolist())]
+                for ps, js in zip(top.values.cpu(), top.indices.cpu())]
+
+    def classify(self, images: Sequence[Image.Image], labels: Sequence[str], k: int = 5,
+                 templates: str = "openai") -> list[list[dict]]:
+        return self.classify_features(self.embed_images(images), labels, k, templates)
+
+    def predict(self, images: Sequence[Image.Image], rank: str = "species", k: int = 5,
+                subset: Sequence[str] | None = None) -> list[list[dict]]:
+        return self.predict_features(self.embed_images(images), rank, k, subset)
+
+    def _require_bank(self) -> LabelBank:
+        if self.bank is None:
+            raise BankError(f"{self.model_uri}: no label bank (build one with jobs/build_label_bank.py "
+                            f"--model {self.model_uri})")
+        return self.bank
+
+
+def _answer(taxon: Taxon, rank: str, probability: float) -> dict:
+    depth = RANKS.index(rank) + 1
+    name = taxon.scientific_name() if rank == "species" else taxon.rank(rank)
+    return {"rank": rank, "name": name, "common_name": taxon.common_name,
+            "lineage": dict(zip(RANKS[:depth], taxon.lineage[:depth])), "probability": probability}
+
+
+def _crop_transform(model):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from torchvision.transforms import Compose, Resize
+
+    full = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+    steps = full.transforms
+    if not isinstance(steps[0], Resize):
+        raise ValueError(f"unexpected eval transform for this model: {full}")
+    # Everything before the tensor conversion: resize + crop (+ a no-op mode check) on PIL images.
+    return Compose([s for s in steps if type(s).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize")])

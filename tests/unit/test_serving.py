@@ -1,0 +1,181 @@
+"""The serving library without Ray: request images, the label cache, label banks and the Predictor."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from linnaeus.data.synthetic import draw, make_tree
+from linnaeus.models import create_model, export_model, tokenizer
+from linnaeus.serving.bank import BankError, LabelBank, taxa_embeddings
+from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
+from linnaeus.serving.labels import LabelCache
+from linnaeus.serving.predictor import Predictor
+
+
+def _jpeg(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height but carries almost no data (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+# --- images ---------------------------------------------------------------------------------------
+def test_decode_image_refuses_each_bad_input_with_its_reason():
+    noise = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    good = _jpeg(Image.fromarray(noise))
+    cases = {
+        "empty": (b"", ImageLimits()),
+        "too_large": (good, ImageLimits(max_bytes=len(good) - 1)),
+        "not_an_image": (b"hello, not an image", ImageLimits()),
+        "too_many_pixels": (_png_header_only(100_000, 100_000), ImageLimits()),
+        "undecodable": (good[: len(good) // 2], ImageLimits()),
+    }
+    for reason, (data, limits) in cases.items():
+        with pytest.raises(ImageRejected) as err:
+            decode_image(data, limits)
+        assert err.value.reason == reason, (reason, err.value)
+    assert decode_image(good).size == (160, 120)
+
+
+def test_decode_image_applies_exif_rotation_and_converts_to_rgb():
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    assert decode_image(_jpeg(img, exif=exif.tobytes())).size == (20, 40)
+    rgba = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    decoded = decode_image(buf.getvalue())
+    assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == (255, 255, 255)  # alpha on white
+
+
+# --- label cache ----------------------------------------------------------------------------------
+def test_label_cache_computes_only_missing_rows_and_evicts_least_recent():
+    cache, calls = LabelCache(max_entries=3), []
+
+    def compute(missing):
+        calls.append(list(missing))
+        return torch.tensor([[float(len(calls) * 10 + i)] for i in missing])
+
+    first = cache.get_or_compute(["a", "b"], compute)
+    second = cache.get_or_compute(["b", "c", "a"], compute)
+    assert calls == [[0, 1], [1]]
+    assert first[1].item() == second[0].item() and (cache.hits, cache.misses) == (2, 3)
+    cache.get_or_compute(["d"], compute)  # evicts "b", the least recently used
+    cache.get_or_compute(["b"], compute)
+    assert calls[-1] == [0] and len(cache) == 3
+
+
+# --- predictor ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = create_model("linnaeus-tiny", seed=0)
+    out = tmp_path_factory.mktemp("model")
+    export_model(model, "linnaeus-tiny", str(out))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return make_tree(12, seed=1)
+
+
+@pytest.fixture(scope="module")
+def predictor(exported, tree):
+    bare = Predictor(exported, device="cpu")
+    embeddings = taxa_embeddings(bare.model, bare.tokenizer, [t.taxon for t in tree],
+                                 ["taxonomic_common"], "single")
+    LabelBank([t.taxon for t in tree], embeddings,
+              {"model_digest": bare.model_id, "dim": embeddings.shape[1]}).save(f"{exported}/label_bank")
+    return Predictor(exported, device="cpu")  # finds the bank next to the model
+
+
+def _photos(tree, n=3):
+    rng = np.random.default_rng(0)
+    return [draw(tree[i], rng, size=80) for i in range(n)]
+
+
+def test_pixels_then_encode_equals_open_clip_eval_transform(predictor, tree):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    transform = image_transform_v2(PreprocessCfg(**predictor.model.visual.preprocess_cfg), is_train=False)
+    photos = _photos(tree) + [Image.new("RGB", (120, 50), (30, 90, 10))]
+    with torch.no_grad():
+        reference = predictor.model.encode_image(torch.stack([transform(p) for p in photos]), normalize=True)
+    assert predictor.pixels(photos[0]).dtype == torch.uint8
+    torch.testing.assert_close(predictor.embed_images(photos), reference, rtol=1e-4, atol=1e-5)
+
+
+def test_classify_ranks_labels_by_softmax_and_reuses_cached_label_embeddings(predictor, tree):
+    labels = ["a red bird", "a blue fish", "a green leaf", "a snail"]
+    photos = _photos(tree)
+    answers = predictor.classify(photos, labels, k=3, templates="openai")
+    weights = predictor.label_embeddings(labels, "openai")
+    probs = (predictor.logit_scale * predictor.embed_images(photos) @ weights.T).softmax(-1)
+    for row, answer in zip(probs, answers):
+        assert [a["label"] for a in answer] == [labels[i] for i in row.topk(3).indices]
+        assert answer[0]["probability"] == pytest.approx(float(row.max()), rel=1e-5)
+    hits = predictor.cache.hits
+    predictor.classify(photos, labels[:2] + ["a moth"], k=1)
+    assert predictor.cache.hits == hits + 2  # two labels cached, only "a moth" encoded
+
+
+def test_taxonomy_sums_species_probabilities_up_the_tree(predictor, tree):
+    photos = _photos(tree, 2)
+    species = predictor.predict(photos, rank="species", k=len(tree))
+    genus = predictor.predict(photos, rank="genus", k=len(tree))
+    for sp, ge in zip(species, genus):
+        assert sum(a["probability"] for a in sp) == pytest.approx(1.0, abs=1e-4)
+        by_genus = {}
+        for a in sp:
+            by_genus[a["lineage"]["genus"]] = by_genus.get(a["lineage"]["genus"], 0) + a["probability"]
+        assert {a["name"]: pytest.approx(a["probability"], abs=1e-5) for a in ge} == by_genus
+        assert set(ge[0]["lineage"]) == {"kingdom", "phylum", "class", "order", "family", "genus"}
+        assert sp[0]["name"] == f"{sp[0]['lineage']['genus']} {sp[0]['lineage']['species']}"
+
+
+def test_taxonomy_subset_restricts_answers_and_unknown_names_are_named(predictor, tree):
+    family = tree[0].taxon.family
+    members = {t.taxon.scientific_name() for t in tree if t.taxon.family == family}
+    answers = predictor.predict(_photos(tree, 2), rank="species", k=50, subset=[family.upper()])
+    for answer in answers:
+        assert {a["name"] for a in answer} == members
+        assert sum(a["probability"] for a in answer) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(BankError, match="Nonexistus"):
+        predictor.predict(_photos(tree, 1), subset=[family, "Nonexistus"])
+    with pytest.raises(BankError, match="rank 'tribe'"):
+        predictor.predict(_photos(tree, 1), rank="tribe")
+
+
+def test_bank_round_trips_and_a_bank_of_other_weights_is_refused(predictor, exported, tmp_path, tree):
+    bank = LabelBank.load(f"{exported}/label_bank")
+    assert [t.key for t in bank.taxa] == [t.taxon.key for t in tree]
+    torch.testing.assert_close(bank.embeddings, predictor.bank.embeddings)
+    other = tmp_path / "other"
+    export_model(create_model("linnaeus-tiny", seed=1), "linnaeus-tiny", str(other))
+    with pytest.raises(BankError, match="built for model"):
+        Predictor(str(other), bank=f"{exported}/label_bank", device="cpu")
+    assert Predictor(str(other), device="cpu").bank is None  # none next to it: rank answers say so
+    with pytest.raises(BankError, match="no label bank"):
+        Predictor(str(other), device="cpu").predict(_photos(tree, 1))
+
+
+def test_text_embeddings_equal_the_model_on_raw_text(predictor):
+    texts = ["Animalia Chordata Aves", "a photo of a bird."]
+    with torch.no_grad():
+        reference = predictor.model.encode_text(tokenizer("linnaeus-tiny")(texts), normalize=True)
+    torch.testing.assert_close(predictor.embed_texts(texts), reference, rtol=1e-4, atol=1e-5)
