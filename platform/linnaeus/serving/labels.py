@@ -8,6 +8,7 @@ Notable:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 
@@ -22,6 +23,7 @@ class LabelCache:
         self._entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()  # the service computes in worker threads
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -29,21 +31,24 @@ class LabelCache:
     def get_or_compute(self, keys: Sequence[Hashable],
                        compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
         """[len(keys), D]: cached rows as they are, `compute(missing positions)` for the rest."""
-        rows: list[torch.Tensor | None] = []
-        for key in keys:
-            row = self._entries.get(key)
-            if row is not None:
-                self._entries.move_to_end(key)
-            rows.append(row)
-        missing = [i for i, row in enumerate(rows) if row is None]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
+        with self._lock:
+            rows = [self._get(key) for key in keys]
+            missing = [i for i, row in enumerate(rows) if row is None]
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
         if missing:
             computed = compute(missing).detach().float().cpu()
-            for i, row in zip(missing, computed):
-                rows[i] = row
-                self._put(keys[i], row)
+            with self._lock:
+                for i, row in zip(missing, computed):
+                    rows[i] = row
+                    self._put(keys[i], row)
         return torch.stack(rows)
+
+    def _get(self, key: Hashable) -> torch.Tensor | None:
+        row = self._entries.get(key)
+        if row is not None:
+            self._entries.move_to_end(key)
+        return row
 
     def _put(self, key: Hashable, row: torch.Tensor) -> None:
         self._entries[key] = row

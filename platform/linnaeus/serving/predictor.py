@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -26,6 +25,7 @@ from linnaeus.eval import zeroshot
 from linnaeus.models import read_export, tokenizer
 from linnaeus.serving.bank import BankError, LabelBank, default_location
 from linnaeus.serving.labels import LabelCache
+from linnaeus.serving.preprocess import crop_transform, normalise, to_pixels
 from linnaeus.taxonomy import RANKS, Taxon
 
 TEMPLATE_SETS = {**zeroshot.TEMPLATES, "none": (lambda c: c,)}
@@ -39,8 +39,8 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = export.build().to(self.device).eval()
         self.tokenizer = tokenizer(self.arch)
-        self._crop = _crop_transform(self.model)
-        cfg = self.model.visual.preprocess_cfg
+        cfg = self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
+        self._crop = crop_transform(cfg)
         self.image_size = tuple(cfg["size"])
         self._mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
@@ -67,12 +67,12 @@ class Predictor:
     # --- embeddings ------------------------------------------------------------------------------
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """An RGB image -> uint8 [3, S, S] after the model's eval resize and centre crop."""
-        return torch.from_numpy(np.asarray(self._crop(image), dtype=np.uint8).transpose(2, 0, 1).copy())
+        return to_pixels(image, self._crop)
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, S, S] -> normalised float32 features [B, D] on the CPU."""
-        x = pixels.to(self.device, non_blocking=True).float().div_(255).sub_(self._mean).div_(self._std)
+        x = normalise(pixels.to(self.device, non_blocking=True), self._mean, self._std)
         with self._autocast():
             features = self.model.encode_image(x)
         return F.normalize(features.float(), dim=-1).cpu()
@@ -155,15 +155,3 @@ def _answer(taxon: Taxon, rank: str, probability: float) -> dict:
     name = taxon.scientific_name() if rank == "species" else taxon.rank(rank)
     return {"rank": rank, "name": name, "common_name": taxon.common_name,
             "lineage": dict(zip(RANKS[:depth], taxon.lineage[:depth])), "probability": probability}
-
-
-def _crop_transform(model):
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-    from torchvision.transforms import Compose, Resize
-
-    full = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
-    steps = full.transforms
-    if not isinstance(steps[0], Resize):
-        raise ValueError(f"unexpected eval transform for this model: {full}")
-    # Everything before the tensor conversion: resize + crop (+ a no-op mode check) on PIL images.
-    return Compose([s for s in steps if type(s).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize")])

@@ -1,0 +1,233 @@
+"""The HTTP front: FastAPI on Ray Serve. Auth, limits, decoding and cropping happen here, on CPUs.
+
+Notable:
+- Each endpoint takes JSON (images base64) or multipart (images as file parts, other fields as form
+  fields); both are validated by the same pydantic model, and OpenAPI at /docs lists both.
+- Refusals are `ApiError`s with a status, a short reason and a message naming the field, index and
+  limit: 401 (API key), 413 (body, image bytes, pixels, counts), 422 (fields), 400 (an image that is
+  not one, bad base64, a subset name that matches nothing). A 500 means a bug, never client input.
+- Images are decoded and cropped to the model's input in a thread pool (PIL releases the GIL), and
+  travel to the model deployment as uint8 tensors.
+- The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
+  `/healthz` and `/docs` stay open for probes and readers.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see real annotations on the routes.
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import os
+import time
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+
+from linnaeus.config import ServeArgs
+from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
+from linnaeus.serving.preprocess import crop_transform, to_pixels
+from serve import schemas
+from serve.metrics import IngressMetrics
+
+api = FastAPI(title="Linnaeus", version="1", description=(
+    "Open-vocabulary classification, tree-of-life taxonomy and embeddings from a BioCLIP-style model."))
+
+logger = logging.getLogger("ray.serve")
+_IMAGE_STATUS = {"too_large": 413, "too_many_pixels": 413}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, detail: str):
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+def _error_response(exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"detail": exc.detail, "reason": exc.reason}, exc.status, headers=headers)
+
+
+def _b64(text: str, index: int) -> bytes:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_base64", f"images[{index}]: not valid base64") from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@serve.deployment(max_ongoing_requests=32)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, args: ServeArgs, model):
+        self.args, self.limits, self.model = args, args.limits, model
+        self.image_limits = ImageLimits(self.limits.max_image_bytes, self.limits.max_image_pixels)
+        self.api_key = os.environ.get(args.api_key_env or "", "") or None
+        self.metrics = IngressMetrics()
+        self._info: dict | None = None
+        self._crop = None
+
+    async def _model_info(self) -> dict:
+        if self._info is None:
+            self._info = await self.model.info.remote()
+            self._crop = crop_transform(self._info["preprocess_cfg"])
+        return self._info
+
+    # --- plumbing --------------------------------------------------------------------------------
+    async def _handle(self, request: Request, endpoint: str, body_model, work):
+        start, status, reason = time.perf_counter(), 200, None
+        try:
+            self._authorise(request)
+            fields, blobs = await self._parse(request, body_model)
+            return await work(fields, blobs)
+        except ApiError as exc:
+            status, reason = exc.status, exc.reason
+            return _error_response(exc)
+        except Exception as exc:  # a bug or a dead replica: say so, keep the reason out of the client's way
+            status, reason = 500, "internal"
+            logger.exception("%s: internal error", endpoint)
+            return JSONResponse({"detail": f"internal error ({type(exc).__name__})", "reason": "internal"}, 500)
+        finally:
+            self.metrics.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+            self.metrics.latency.observe(time.perf_counter() - start, tags={"endpoint": endpoint})
+            if reason:
+                self.metrics.errors.inc(tags={"endpoint": endpoint, "reason": reason})
+
+    def _authorise(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            raise ApiError(401, "unauthorised", "missing or wrong API key (send 'Authorization: Bearer <key>')")
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "body_too_large", f"request body {int(declared):,} bytes > limit {limit:,}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"request body > limit {limit:,} bytes")
+            chunks.append(chunk)
+        request._body = body = b"".join(chunks)  # starlette's own cache: form() parses it from here
+        return body
+
+    async def _parse(self, request: Request, body_model) -> tuple[schemas.Request, list[bytes]]:
+        body = await self._body(request)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            return await self._parse_form(request, body_model)
+        if kind not in ("application/json", ""):
+            raise ApiError(415, "unsupported_media_type", f"content-type {kind!r}: send application/json "
+                                                          "or multipart/form-data")
+        try:
+            fields = body_model.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_field", _validation_message(exc)) from None
+        return fields, [_b64(s, i) for i, s in enumerate(getattr(fields, "images", None) or [])]
+
+    async def _parse_form(self, request: Request, body_model):
+        limit = self.limits.max_images + self.limits.max_labels + self.limits.max_texts + 16
+        try:
+            form = await request.form(max_files=self.limits.max_images + 1, max_fields=limit)
+        except Exception as exc:  # starlette raises on malformed forms and on its own count limits
+            raise ApiError(400, "bad_form", f"multipart form: {exc}") from None
+        blobs = [await part.read() for part in form.getlist("images") if hasattr(part, "read")]
+        raw: dict = {}
+        for key in form.keys():
+            values = [v for v in form.getlist(key) if isinstance(v, str)]
+            if key in ("labels", "subset", "texts"):
+                raw[key] = values
+            elif values:
+                raw[key] = values[0]
+        if blobs:
+            raw["images"] = [""] * len(blobs)  # placeholders: the bytes are already here
+        try:
+            return body_model.model_validate(raw), blobs
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_field", _validation_message(exc)) from None
+
+    def _check_counts(self, images: int = 0, labels: int = 0, texts: list[str] = (), k: int = 1,
+                      labels_name: str = "labels") -> None:
+        lim = self.limits
+        for name, count, most in (("images", images, lim.max_images), (labels_name, labels, lim.max_labels),
+                                  ("texts", len(texts), lim.max_texts), ("k", k, lim.max_k)):
+            if count > most:
+                raise ApiError(413 if name != "k" else 422, f"too_many_{name}",
+                               f"{name}: {count} > limit {most} per request")
+        for i, text in enumerate(texts):
+            if len(text) > lim.max_text_chars:
+                raise ApiError(422, "text_too_long",
+                               f"{labels_name}[{i}]: {len(text)} characters > limit {lim.max_text_chars}")
+            if not text.strip():
+                raise ApiError(422, "empty_text", f"{labels_name}[{i}]: empty")
+
+    async def _pixels(self, blobs: list[bytes], endpoint: str) -> torch.Tensor:
+        await self._model_info()
+        self.metrics.images.inc(len(blobs), tags={"endpoint": endpoint})
+
+        def one(i: int, data: bytes) -> torch.Tensor:
+            try:
+                return to_pixels(decode_image(data, self.image_limits), self._crop)
+            except ImageRejected as exc:
+                raise ApiError(_IMAGE_STATUS.get(exc.reason, 400), exc.reason, f"images[{i}]: {exc}") from None
+
+        return torch.stack(await asyncio.gather(*(asyncio.to_thread(one, i, b) for i, b in enumerate(blobs))))
+
+    # --- endpoints -------------------------------------------------------------------------------
+    @api.post("/v1/classify", response_model=schemas.ClassifyResponse,
+              openapi_extra=schemas.openapi_body(schemas.ClassifyRequest))
+    async def classify(self, request: Request):
+        async def work(f: schemas.ClassifyRequest, blobs):
+            self._check_counts(images=len(blobs), labels=len(f.labels), texts=f.labels, k=f.k)
+            results = await self.model.classify.remote(await self._pixels(blobs, "classify"), f.labels, f.k, f.templates)
+            return {"model": self._info["model"], "results": results}
+        return await self._handle(request, "classify", schemas.ClassifyRequest, work)
+
+    @api.post("/v1/taxonomy", response_model=schemas.TaxonomyResponse,
+              openapi_extra=schemas.openapi_body(schemas.TaxonomyRequest))
+    async def taxonomy(self, request: Request):
+        async def work(f: schemas.TaxonomyRequest, blobs):
+            subset = f.subset or []
+            self._check_counts(images=len(blobs), labels=len(subset), texts=subset, k=f.k, labels_name="subset")
+            if not (await self._model_info())["bank_taxa"]:
+                raise ApiError(503, "no_label_bank", "this service has no label bank loaded; build one with "
+                                                     "jobs/build_label_bank.py and redeploy")
+            results = await self.model.taxonomy.remote(await self._pixels(blobs, "taxonomy"), f.rank, f.k, f.subset)
+            if isinstance(results, dict):
+                raise ApiError(400, "bad_subset", results["error"])
+            return {"model": self._info["model"], "rank": f.rank, "results": results}
+        return await self._handle(request, "taxonomy", schemas.TaxonomyRequest, work)
+
+    @api.post("/v1/embed", response_model=schemas.EmbedResponse,
+              openapi_extra=schemas.openapi_body(schemas.EmbedRequest))
+    async def embed(self, request: Request):
+        async def work(f: schemas.EmbedRequest, blobs):
+            self._check_counts(images=len(blobs), texts=f.texts or [])
+            info = await self._model_info()
+            if blobs:
+                vectors = await self.model.embed_images.remote(await self._pixels(blobs, "embed"))
+            else:
+                vectors = await self.model.embed_texts.remote(f.texts)
+            return {"model": info["model"], "dim": len(vectors[0]), "embeddings": vectors}
+        return await self._handle(request, "embed", schemas.EmbedRequest, work)
+
+    @api.get("/healthz", response_model=schemas.Health)
+    async def healthz(self):
+        info = await self._model_info()
+        return {"status": "ok", "model": info["model"], "arch": info["arch"], "bank_taxa": info["bank_taxa"]}
+

@@ -1,0 +1,221 @@
+"""The service over real HTTP: a tiny model on a local Ray Serve, every endpoint, limit and error path."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import io
+import os
+import socket
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from linnaeus.data.synthetic import draw, make_tree
+from linnaeus.models import create_model, export_model
+from linnaeus.serving.bank import LabelBank, taxa_embeddings
+from linnaeus.serving.predictor import Predictor
+
+API_KEY_ENV = "LINNAEUS_TEST_API_KEY"
+API_KEY = "test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return make_tree(12, seed=1)
+
+
+@pytest.fixture(scope="module")
+def photos(tree):
+    rng = np.random.default_rng(0)
+    return [_jpeg(draw(tree[i % len(tree)], rng, size=96)) for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tree):
+    out = str(tmp_path_factory.mktemp("served") / "model")
+    export_model(create_model("linnaeus-tiny", seed=0), "linnaeus-tiny", out)
+    p = Predictor(out, device="cpu")
+    taxa = [t.taxon for t in tree]
+    emb = taxa_embeddings(p.model, p.tokenizer, taxa, ["taxonomic_common"], "single")
+    LabelBank(taxa, emb, {"model_digest": p.model_id, "dim": emb.shape[1]}).save(f"{out}/label_bank")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    os.environ[API_KEY_ENV] = API_KEY  # inherited by the replicas
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    small = {"max_image_bytes": 200_000, "max_image_pixels": 1_000_000, "max_images": 4, "max_labels": 5,
+             "max_text_chars": 40, "max_k": 10, "max_body_bytes": 2_000_000}
+    common = {"model": model_dir, "model_cpus": 0.25, "ingress_cpus": 0.25, "limits": small,
+              "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}}
+    serve.run(build_app({**common, "api_key_env": None}), name="open", route_prefix="/")
+    serve.run(build_app({**common, "api_key_env": API_KEY_ENV}), name="secure", route_prefix="/secure")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+    os.environ.pop(API_KEY_ENV, None)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_classify_ranks_free_text_labels_for_each_image(server, photos):
+    labels = ["a red shape", "a blue shape", "a striped animal"]
+    r = requests.post(f"{server}/v1/classify", json={"images": [_b64(p) for p in photos[:3]],
+                                                     "labels": labels, "k": 2}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["results"]) == 3 and all(len(res) == 2 for res in body["results"])
+    for res in body["results"]:
+        assert {a["label"] for a in res} <= set(labels)
+        assert res[0]["probability"] >= res[1]["probability"] > 0
+
+
+def test_taxonomy_answers_at_a_rank_with_lineage_and_subset(server, photos, tree):
+    r = requests.post(f"{server}/v1/taxonomy", json={"images": [_b64(photos[0])], "rank": "genus", "k": 3},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    answers = r.json()["results"][0]
+    assert len(answers) == 3 and set(answers[0]["lineage"]) == {"kingdom", "phylum", "class", "order",
+                                                                "family", "genus"}
+    family = tree[0].taxon.family
+    r = requests.post(f"{server}/v1/taxonomy", json={"images": [_b64(photos[0])], "subset": [family], "k": 10},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    assert {a["lineage"]["family"] for a in r.json()["results"][0]} == {family}
+    r = requests.post(f"{server}/v1/taxonomy", json={"images": [_b64(photos[0])], "subset": ["Nopeus"]},
+                      timeout=60)
+    assert r.status_code == 400 and "Nopeus" in r.json()["detail"]
+
+
+def test_embed_returns_vectors_for_images_or_texts(server, photos):
+    r = requests.post(f"{server}/v1/embed", json={"images": [_b64(p) for p in photos[:2]]}, timeout=60)
+    assert r.status_code == 200, r.text
+    vectors = np.array(r.json()["embeddings"])
+    assert vectors.shape == (2, r.json()["dim"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
+    r = requests.post(f"{server}/v1/embed", json={"texts": ["Aves", "a photo of a gull."]}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["embeddings"]) == 2
+    r = requests.post(f"{server}/v1/embed", json={"texts": ["x"], "images": [_b64(photos[0])]}, timeout=60)
+    assert r.status_code == 422 and "either images or texts" in r.json()["detail"]
+
+
+def test_multipart_uploads_give_the_same_answer_as_base64(server, photos):
+    labels = ["a red shape", "a blue shape"]
+    as_json = requests.post(f"{server}/v1/classify", json={"images": [_b64(photos[0])], "labels": labels},
+                            timeout=60).json()
+    as_form = requests.post(f"{server}/v1/classify", files=[("images", ("a.jpg", photos[0], "image/jpeg"))],
+                            data={"labels": labels}, timeout=60)
+    assert as_form.status_code == 200, as_form.text
+    assert as_form.json()["results"] == as_json["results"]
+
+
+@pytest.mark.parametrize("payload,status,reason,fragment", [
+    ({"images": ["@@notbase64@@"], "labels": ["a"]}, 400, "bad_base64", "images[0]"),
+    ({"images": [_b64(b"GIF89a not really")], "labels": ["a"]}, 400, "not_an_image", "images[0]"),
+    ({"images": [], "labels": ["a"]}, 422, "invalid_field", "images"),
+    ({"images": ["AAAA"], "labels": ["a"], "k": 0}, 422, "invalid_field", "k"),
+    ({"images": ["AAAA"], "labels": ["a"], "colour": 1}, 422, "invalid_field", "colour"),
+    ({"images": ["AAAA"] * 5, "labels": ["a"]}, 413, "too_many_images", "5 > limit 4"),
+    ({"images": ["AAAA"], "labels": ["a"] * 6}, 413, "too_many_labels", "6 > limit 5"),
+    ({"images": ["AAAA"], "labels": ["a" * 41]}, 422, "text_too_long", "labels[0]"),
+    ({"images": ["AAAA"], "labels": ["a"], "k": 11}, 422, "too_many_k", "11 > limit 10"),
+])
+def test_bad_requests_get_4xx_naming_the_problem(server, payload, status, reason, fragment):
+    r = requests.post(f"{server}/v1/classify", json=payload, timeout=60)
+    assert r.status_code == status, r.text
+    assert r.json()["reason"] == reason and fragment in r.json()["detail"]
+
+
+def test_image_limits_answer_413_and_broken_images_400_with_their_index(server, photos):
+    big = _jpeg(Image.fromarray(np.random.default_rng(1).integers(0, 255, (600, 600, 3), dtype=np.uint8)))
+    assert len(big) > 200_000
+    bomb = io.BytesIO()
+    Image.new("RGB", (1200, 1000)).save(bomb, format="PNG")  # 1.2 MP > 1 MP, a few KB
+    cases = [(big, 413, "too_large"), (bomb.getvalue(), 413, "too_many_pixels"),
+             (photos[0][: len(photos[0]) * 2 // 3], 400, "undecodable")]
+    for data, status, reason in cases:
+        r = requests.post(f"{server}/v1/embed", json={"images": [_b64(photos[1]), _b64(data)]}, timeout=60)
+        assert (r.status_code, r.json().get("reason")) == (status, reason), (reason, r.text[:300])
+        assert "images[1]" in r.json()["detail"]
+    r = requests.post(f"{server}/v1/embed", data=b"x" * 2_100_000, headers={"content-type": "application/json"},
+                      timeout=60)
+    assert r.status_code == 413 and r.json()["reason"] == "body_too_large"
+    r = requests.post(f"{server}/v1/embed", data=b"{not json", headers={"content-type": "application/json"},
+                      timeout=60)
+    assert r.status_code == 422
+    r = requests.post(f"{server}/v1/embed", data=b"hello", headers={"content-type": "text/plain"}, timeout=60)
+    assert r.status_code == 415
+
+
+def test_api_key_is_required_when_configured(server, photos):
+    body = {"texts": ["Aves"]}
+    assert requests.post(f"{server}/secure/v1/embed", json=body, timeout=60).status_code == 401
+    wrong = requests.post(f"{server}/secure/v1/embed", json=body, timeout=60,
+                          headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    ok = requests.post(f"{server}/secure/v1/embed", json=body, timeout=60,
+                       headers={"Authorization": f"Bearer {API_KEY}"})
+    assert ok.status_code == 200
+    assert requests.get(f"{server}/secure/healthz", timeout=60).status_code == 200  # probes stay open
+
+
+def test_concurrent_requests_share_model_batches(server, photos):
+    from ray import serve
+
+    def one(i):
+        return requests.post(f"{server}/v1/embed", json={"images": [_b64(photos[i % len(photos)])]}, timeout=60)
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        assert all(r.status_code == 200 for r in pool.map(one, range(8)))
+    handle = serve.get_deployment_handle("ModelServer", app_name="open")
+    sizes = handle.batch_sizes.remote().result()
+    assert max(sizes) > 1, sizes
+
+
+def test_label_embeddings_are_cached_across_requests(server, photos):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ModelServer", app_name="open")
+    labels = ["a moth on bark", "a fern frond"]
+    before = handle.cache_stats.remote().result()
+    for _ in range(2):
+        r = requests.post(f"{server}/v1/classify", json={"images": [_b64(photos[0])], "labels": labels},
+                          timeout=60)
+        assert r.status_code == 200
+    after = handle.cache_stats.remote().result()
+    assert after["misses"] - before["misses"] == 2 and after["hits"] - before["hits"] == 2
+
+
+def test_health_and_openapi_list_every_endpoint(server):
+    health = requests.get(f"{server}/healthz", timeout=60).json()
+    assert health["status"] == "ok" and health["arch"] == "linnaeus-tiny" and health["bank_taxa"] == 12
+    spec = requests.get(f"{server}/openapi.json", timeout=60).json()
+    assert {"/v1/classify", "/v1/taxonomy", "/v1/embed", "/healthz"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+    assert requests.get(f"{server}/docs", timeout=60).status_code == 200
