@@ -267,6 +267,37 @@ class ServeArgs(Strict):
     s3: S3Options | None = None
 
 
+class LabelBankConfig(Strict):
+    """`jobs/build_label_bank.py`: which taxa, embedded how, written where."""
+
+    model: str = Field(description="exported model (folder or s3:// prefix)")
+    taxa: list[str] = Field(min_length=1, description="corpora, folder datasets or taxa CSVs")
+    output: str | None = Field(None, description="default: <model>/label_bank")
+    text_types: list[TextType] = Field(default_factory=lambda: [TextType.TAXONOMIC_COMMON], min_length=1)
+    templates: Literal["openai", "single", "none"] = "openai"
+    actors: int = Field(1, ge=1)
+    s3: S3Options | None = None
+
+
+class PredictConfig(Strict):
+    """`jobs/predict.py`: top-k taxa (or free-text labels) for every image under a folder or bucket."""
+
+    model: str
+    input: str = Field(description="folder or s3:// prefix of images, read recursively")
+    output: str = Field(description="folder or s3:// prefix for the predictions")
+    rank: Rank = "species"
+    k: int = Field(5, ge=1, le=100)
+    labels: list[str] | None = Field(None, description="free-text labels instead of the label bank")
+    templates: Literal["openai", "single", "none"] = "openai"
+    subset: list[str] | None = None
+    bank: str | None = None
+    format: Literal["parquet", "csv"] = "parquet"
+    actors: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    s3: S3Options | None = None
+
+
 def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for key in keys[:-1]:

@@ -116,10 +116,8 @@ class LabelBank:
             raise BankError(f"{root.uri}: not a label bank ({META_NAME} is missing; "
                             "build one with jobs/build_label_bank.py)")
         meta = json.loads(storage.read_bytes(meta_loc))
-        parts = sorted(f.path for f in storage.list_files(root) if f.path.endswith(".parquet"))
-        table = pa.concat_tables([pq.read_table(p, filesystem=root.fs) for p in parts])
-        taxa = [Taxon(*(row[r] for r in RANKS), common_name=row["common_name"])
-                for row in table.select([*RANKS, "common_name"]).to_pylist()]
+        table = _read_parts(root)
+        taxa = _taxa(table)
         dim = meta["dim"]
         flat = table.column("embedding").combine_chunks().flatten().to_numpy()
         return cls(taxa, torch.from_numpy(flat.reshape(-1, dim).astype(np.float32)), meta)
@@ -135,6 +133,24 @@ def taxa_embeddings(model, tokenizer, taxa: Sequence[Taxon], text_types: Sequenc
         weights = zeroshot.classifier(model, tokenizer, names, zeroshot.TEMPLATES[templates], device).T
         total = weights if total is None else total + weights
     return F.normalize(total.float(), dim=-1).cpu()
+
+
+def load_taxa(uri: str, s3: storage.S3Options | None = None) -> list[Taxon]:
+    """Only the taxa of a bank (no embeddings): enough to check subset names before a job starts."""
+    root = storage.resolve(uri, s3)
+    if not storage.exists(root.join(META_NAME)):
+        raise BankError(f"{root.uri}: not a label bank ({META_NAME} is missing)")
+    return _taxa(_read_parts(root, [*RANKS, "common_name"]))
+
+
+def _read_parts(root: storage.Location, columns: list[str] | None = None) -> pa.Table:
+    parts = sorted(f.path for f in storage.list_files(root) if f.path.endswith(".parquet"))
+    return pa.concat_tables([pq.read_table(p, filesystem=root.fs, columns=columns) for p in parts])
+
+
+def _taxa(table: pa.Table) -> list[Taxon]:
+    return [Taxon(*(row[r] for r in RANKS), common_name=row["common_name"])
+            for row in table.select([*RANKS, "common_name"]).to_pylist()]
 
 
 def to_table(taxa: Sequence[Taxon], embeddings: np.ndarray) -> pa.Table:

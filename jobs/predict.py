@@ -1,0 +1,96 @@
+"""Predict every image under a folder or bucket: top-k taxa at a rank, or top-k of your own labels.
+
+    python jobs/predict.py --model out/demo/model --input out/demo/heldout/images --output out/predictions
+    python jobs/predict.py --model s3://models/bioclip --input s3://camera-traps/2026/ \
+        --output s3://predictions/2026 --rank genus --k 3 --subset Mammalia --actors 4 --format csv
+    python jobs/predict.py --model out/demo/model --input photos/ --output out/p --labels labels.txt
+
+Taxa come from the model's label bank (jobs/build_label_bank.py; --bank to name another); --labels FILE
+(one label per line) classifies against free text instead. Writes one row per file (path, error,
+name_i, probability_i, ...) as Parquet or CSV, then _report.json with what was skipped and why.
+Bad arguments, models or banks exit 2 before any cluster work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from linnaeus.config import ConfigError, PredictConfig, validate
+from linnaeus.models import ModelLoadError
+from linnaeus.runtime import init_ray, setup_logging
+from linnaeus.storage import StorageError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True, help="folder or s3:// prefix of images (recursive)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--rank", help="taxonomic rank of the answers (default species)")
+    p.add_argument("--k", type=int, help="answers per image (default 5)")
+    p.add_argument("--labels", help="a text file with one free-text label per line")
+    p.add_argument("--templates", help="for --labels: openai (default), single or none")
+    p.add_argument("--subset", help="comma-separated taxon names to restrict the answers to")
+    p.add_argument("--bank", help="label bank (default <model>/label_bank)")
+    p.add_argument("--format", help="parquet (default) or csv")
+    p.add_argument("--actors", type=int)
+    p.add_argument("--batch-size", type=int)
+    return p.parse_args(argv)
+
+
+def _labels(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise ValueError(f"--labels {path}: {exc.strerror}") from None
+    if not labels:
+        raise ValueError(f"--labels {path}: no labels in the file")
+    return labels
+
+
+def check(cfg: PredictConfig) -> None:
+    """The model must load and, for taxa, its bank must exist and know every subset name."""
+    import torch
+
+    from linnaeus.models import read_export
+    from linnaeus.serving.bank import LabelBank, default_location, load_taxa
+
+    read_export(cfg.model, cfg.s3)
+    if cfg.labels is None:
+        taxa = load_taxa(cfg.bank or default_location(cfg.model), cfg.s3)
+        if cfg.subset:
+            LabelBank(taxa, torch.zeros(len(taxa), 1)).subset(cfg.subset)  # names only, no embeddings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    raw = {"model": args.model, "input": args.input, "output": args.output, "rank": args.rank, "k": args.k,
+           "templates": args.templates, "subset": args.subset.split(",") if args.subset else None,
+           "bank": args.bank, "format": args.format, "actors": args.actors, "batch_size": args.batch_size}
+    try:
+        raw["labels"] = _labels(args.labels)
+        cfg = validate(PredictConfig, {k: v for k, v in raw.items() if v is not None}, "jobs/predict.py")
+        from linnaeus.batch.predict import run_predict
+        from linnaeus.serving.bank import BankError
+
+        try:
+            check(cfg)
+        except BankError as exc:
+            raise ValueError(str(exc)) from None
+        init_ray()
+        report = run_predict(cfg)
+    except (ConfigError, StorageError, ModelLoadError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in report.items() if k not in ("skipped_files", "not_image_examples")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Bulk prediction: every image under a folder or bucket through model actors, top-k per image to files.
+
+Notable:
+- Files are listed on the driver (paths only); bytes are read by Ray Data tasks and decoded in the
+  actors, so memory stays bounded by Ray Data's streaming window however many images there are.
+- Output rows are flat, one per input file, CSV-friendly: `path`, `error` (empty when predicted), and
+  `name_i`, `probability_i` for i = 1..k (plus `lineage_i`, `common_name_i` for taxa). A file that
+  cannot be decoded gets its row with the reason and no answers: nothing is lost silently.
+- Files whose names are not images (`.json`, `.txt`, ...) are not read; they are counted in the report.
+- `_report.json`, written last, has counts by outcome and reason and the first 1,000 skipped files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from linnaeus import storage
+from linnaeus.config import PredictConfig
+from linnaeus.data.sources import IMAGE_SUFFIXES
+from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
+from linnaeus.serving.predictor import Predictor
+
+REPORT_NAME = "_report.json"
+READ_CPUS = 0.25
+
+
+def output_schema(k: int, taxa: bool) -> pa.Schema:
+    fields = [pa.field("path", pa.string()), pa.field("error", pa.string())]
+    for i in range(1, k + 1):
+        fields += [pa.field(f"name_{i}", pa.string()), pa.field(f"probability_{i}", pa.float32())]
+        if taxa:
+            fields += [pa.field(f"lineage_{i}", pa.string()), pa.field(f"common_name_{i}", pa.string())]
+    return pa.schema(fields)
+
+
+class _Predict:
+    def __init__(self, cfg: PredictConfig):
+        self.cfg = cfg
+        self.predictor = Predictor(cfg.model, cfg.bank, s3=cfg.s3)
+        self.limits = ImageLimits(max_bytes=2**40, max_pixels=cfg.max_image_pixels)
+        self.schema = output_schema(cfg.k, taxa=cfg.labels is None)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        paths, blobs = table.column("path").to_pylist(), table.column("bytes").to_pylist()
+        pixels, kept, errors = [], [], {}
+        for i, data in enumerate(blobs):
+            try:
+                pixels.append(self.predictor.pixels(decode_image(data, self.limits)))
+                kept.append(i)
+            except ImageRejected as exc:
+                errors[i] = f"{exc.reason}: {exc.detail}"[:300]
+        answers = self._answer(torch.stack(pixels)) if pixels else []
+        by_row = dict(zip(kept, answers))
+        rows = [{"path": p, "error": errors.get(i, ""), **self._flat(by_row.get(i, []))}
+                for i, p in enumerate(paths)]
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+    def _answer(self, pixels: torch.Tensor) -> list[list[dict]]:
+        features = self.predictor.encode_pixels(pixels)
+        cfg = self.cfg
+        if cfg.labels is not None:
+            return self.predictor.classify_features(features, cfg.labels, cfg.k, cfg.templates)
+        return self.predictor.predict_features(features, cfg.rank, cfg.k, cfg.subset)
+
+    def _flat(self, answers: list[dict]) -> dict:
+        out = {}
+        for i, a in enumerate(answers, start=1):
+            out[f"name_{i}"] = a.get("label") or a.get("name")
+            out[f"probability_{i}"] = a["probability"]
+            if "lineage" in a:
+                out[f"lineage_{i}"] = " ".join(v for v in a["lineage"].values() if v)
+                out[f"common_name_{i}"] = a["common_name"]
+        return out
+
+
+def list_images(root: storage.Location) -> tuple[list[str], list[str]]:
+    """(image paths, other files) under `root`, recursively; names starting with `_` or `.` are skipped."""
+    images, others = [], []
+    for info in storage.list_files(root, recursive=True):
+        name = info.path.rsplit("/", 1)[-1]
+        if name.startswith(("_", ".")):
+            continue
+        (images if name.lower().endswith(IMAGE_SUFFIXES) else others).append(info.path)
+    return images, others
+
+
+def run_predict(cfg: PredictConfig) -> dict:
+    """Predict every image under `cfg.input` into `cfg.output` (Ray must be up); returns the report."""
+    start = time.perf_counter()
+    root, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
+    images, others = list_images(root)
+    if not images:
+        raise FileNotFoundError(f"{root.uri}: no image files (by name: {', '.join(IMAGE_SUFFIXES)})")
+    storage.ensure_bucket(out)
+    gpus = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {}
+    ds = ray.data.read_binary_files(images, filesystem=root.fs, include_paths=True, num_cpus=READ_CPUS)
+    ds = ds.map_batches(_Predict, fn_constructor_args=(cfg,), batch_size=cfg.batch_size, batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=1 if gpus else 0.5, **gpus)
+    write = ds.write_parquet if cfg.format == "parquet" else ds.write_csv
+    write(out.path, filesystem=out.fs, mode="overwrite")
+    report = _report(out, cfg.format, others, time.perf_counter() - start)
+    storage.write_bytes(out.join(REPORT_NAME), json.dumps(report, indent=1).encode())
+    return report
+
+
+def _report(out: storage.Location, fmt: str, others: list[str], seconds: float) -> dict:
+    reasons, skipped, rows = Counter(), [], 0
+    for info in storage.list_files(out):
+        if not info.path.endswith(f".{fmt}"):
+            continue
+        if fmt == "parquet":
+            table = pq.read_table(info.path, filesystem=out.fs, columns=["path", "error"])
+        else:
+            with out.fs.open_input_stream(info.path) as f:
+                table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                    include_columns=["path", "error"], column_types={"error": pa.string()},
+                    strings_can_be_null=False))
+        rows += len(table)
+        for path, error in zip(table.column("path").to_pylist(), table.column("error").to_pylist()):
+            if error:
+                reasons[error.split(":", 1)[0]] += 1
+                if len(skipped) < 1000:
+                    skipped.append({"path": path, "reason": error})
+    return {"output": out.uri, "images": rows, "predicted": rows - sum(reasons.values()),
+            "skipped": sum(reasons.values()), "skipped_by_reason": dict(reasons), "skipped_files": skipped,
+            "not_image_files": len(others), "not_image_examples": others[:100], "seconds": round(seconds, 2)}
