@@ -13,6 +13,7 @@ import ray
 from ray.serve import Application
 
 from linnaeus.config import ServeArgs, validate
+from linnaeus.models import read_export_config
 from serve.ingress import Ingress
 from serve.model import ModelServer
 
@@ -22,8 +23,13 @@ def build_app(args: dict) -> Application:
     gpus = cfg.model_gpus
     if gpus is None:
         gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    preprocess = read_export_config(cfg.model, cfg.s3).get("preprocess_cfg") or None
+    # Each deployment is bound to only what its constructor uses: Serve versions a deployment by its
+    # constructor arguments, and a change of batching must reconfigure replicas, not restart them.
     model = ModelServer.options(
         ray_actor_options={"num_cpus": cfg.model_cpus, "num_gpus": gpus},
-        autoscaling_config=cfg.model_autoscaling.model_dump(), user_config=cfg.batching.model_dump()).bind(cfg)
-    return Ingress.options(ray_actor_options={"num_cpus": cfg.ingress_cpus},
-                           autoscaling_config=cfg.ingress_autoscaling.model_dump()).bind(cfg, model)
+        autoscaling_config=cfg.model_autoscaling.model_dump(), user_config=cfg.batching.model_dump(),
+    ).bind(cfg.model, cfg.bank, cfg.cache_size, cfg.s3)
+    return Ingress.options(
+        ray_actor_options={"num_cpus": cfg.ingress_cpus}, autoscaling_config=cfg.ingress_autoscaling.model_dump(),
+    ).bind(cfg.limits, cfg.api_key_env, preprocess, model)

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 
-from linnaeus.config import ServeArgs
+from linnaeus.config import ServeLimits
 from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.preprocess import crop_transform, to_pixels
 from serve import schemas
@@ -71,18 +71,20 @@ def _validation_message(exc: ValidationError) -> str:
 @serve.deployment(max_ongoing_requests=32)
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, args: ServeArgs, model):
-        self.args, self.limits, self.model = args, args.limits, model
-        self.image_limits = ImageLimits(self.limits.max_image_bytes, self.limits.max_image_pixels)
-        self.api_key = os.environ.get(args.api_key_env or "", "") or None
+    def __init__(self, limits: ServeLimits, api_key_env: str | None, preprocess_cfg: dict | None, model):
+        self.limits, self.model = limits, model
+        self.image_limits = ImageLimits(limits.max_image_bytes, limits.max_image_pixels)
+        self.api_key = os.environ.get(api_key_env or "", "") or None
         self.metrics = IngressMetrics()
         self._info: dict | None = None
-        self._crop = None
+        # Built here, not on the first request: importing the transforms takes seconds in a new process.
+        self._crop = crop_transform(preprocess_cfg) if preprocess_cfg else None
 
     async def _model_info(self) -> dict:
         if self._info is None:
             self._info = await self.model.info.remote()
-            self._crop = crop_transform(self._info["preprocess_cfg"])
+            if self._crop is None:
+                self._crop = crop_transform(self._info["preprocess_cfg"])
         return self._info
 
     # --- plumbing --------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from collections import deque
 import torch
 from ray import serve
 
-from linnaeus.config import BatchingConfig, ServeArgs
+from linnaeus.config import BatchingConfig
+from linnaeus.storage import S3Options
 from linnaeus.serving.bank import BankError
 from linnaeus.serving.predictor import Predictor
 from serve.metrics import ModelMetrics
@@ -28,17 +29,18 @@ DEFAULT_BATCHING = BatchingConfig()
 
 @serve.deployment(max_ongoing_requests=64)
 class ModelServer:
-    def __init__(self, args: ServeArgs):
-        self.predictor = Predictor(args.model, args.bank, cache_size=args.cache_size, s3=args.s3)
+    def __init__(self, model: str, bank: str | None, cache_size: int, s3: S3Options | None):
+        self.predictor = Predictor(model, bank, cache_size=cache_size, s3=s3)
         self.metrics = ModelMetrics()
+        self._recent_batches: deque[int] = deque(maxlen=1000)
         self._waiting = 0
         self._cache_seen = (0, 0)
-        self._recent_batches: deque[int] = deque(maxlen=1000)
 
     def reconfigure(self, user_config: dict) -> None:
         cfg = BatchingConfig.model_validate(user_config or {})
         self._embed.set_max_batch_size(cfg.max_batch_size)
         self._embed.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._recent_batches.clear()  # sizes describe the current settings only
 
     def info(self) -> dict:
         p = self.predictor

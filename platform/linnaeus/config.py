@@ -240,6 +240,8 @@ class AutoscalingSection(Strict):
     target_ongoing_requests: float = Field(16, gt=0)
     upscale_delay_s: float = Field(3, ge=0)
     downscale_delay_s: float = Field(60, ge=0)
+    metrics_interval_s: float = Field(10, gt=0, description="how often replicas report their load")
+    look_back_period_s: float = Field(30, gt=0, description="the window the load is averaged over")
 
     @model_validator(mode="after")
     def _order(self):

@@ -193,13 +193,18 @@ class Export:
             return _load_file(self.arch, str(weights))
 
 
+def read_export_config(uri: str, s3: storage.S3Options | None = None) -> dict:
+    """An export's `open_clip_config.json` alone (model and preprocess config), without the weights."""
+    config_loc = storage.resolve(uri, s3).join(CONFIG_NAME)
+    if not storage.exists(config_loc):
+        raise ModelLoadError(f"{storage.resolve(uri, s3).uri}: not an exported model ({CONFIG_NAME} is missing)")
+    return json.loads(storage.read_bytes(config_loc))
+
+
 def read_export(uri: str, s3: storage.S3Options | None = None) -> Export:
     """Read a model exported by `export_model` (folder or s3:// prefix) without building it."""
     loc = storage.resolve(uri, s3)
-    config_loc = loc.join(CONFIG_NAME)
-    if not storage.exists(config_loc):
-        raise ModelLoadError(f"{loc.uri}: not an exported model ({CONFIG_NAME} is missing)")
-    config = json.loads(storage.read_bytes(config_loc))
+    config = read_export_config(uri, s3)
     arch = config.get("linnaeus_arch") or _arch_of(config["model_cfg"])
     model_config(arch)  # registers the project's architectures in this process
     return Export(loc.uri, arch, config, storage.read_bytes(loc.join(WEIGHTS_NAME)))

@@ -7,6 +7,8 @@ import concurrent.futures as cf
 import io
 import os
 import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from linnaeus.serving.predictor import Predictor
 
 API_KEY_ENV = "LINNAEUS_TEST_API_KEY"
 API_KEY = "test-key-123"
+METRICS_ENV = {"RAY_enable_metrics_collection": "1", "RAY_metrics_report_interval_ms": "1000"}
 
 
 def _free_port() -> int:
@@ -57,14 +60,24 @@ def model_dir(tmp_path_factory, tree):
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, metrics_port):
     import ray
     from ray import serve
 
     from serve.app import build_app
 
     os.environ[API_KEY_ENV] = API_KEY  # inherited by the replicas
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # This module checks the service's Prometheus metrics, so it turns Ray's metrics back on (conftest
+    # turns them off for the other modules) and has them exported every second instead of every ten.
+    saved = {k: os.environ.get(k) for k in METRICS_ENV}
+    os.environ.update(METRICS_ENV)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             _metrics_export_port=metrics_port)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     small = {"max_image_bytes": 200_000, "max_image_pixels": 1_000_000, "max_images": 4, "max_labels": 5,
@@ -73,10 +86,19 @@ def server(model_dir):
               "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}}
     serve.run(build_app({**common, "api_key_env": None}), name="open", route_prefix="/")
     serve.run(build_app({**common, "api_key_env": API_KEY_ENV}), name="secure", route_prefix="/secure")
+    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
+               "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2}
+    serve.run(build_app({**common, "api_key_env": None, "model_autoscaling": scaling}), name="scaling",
+              route_prefix="/scaling")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
     os.environ.pop(API_KEY_ENV, None)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _b64(data: bytes) -> str:
@@ -219,3 +241,56 @@ def test_health_and_openapi_list_every_endpoint(server):
     body = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert requests.get(f"{server}/docs", timeout=60).status_code == 200
+
+
+def _replicas(app: str) -> int:
+    from ray import serve
+    from ray.serve._private.common import ReplicaState
+
+    states = serve.status().applications[app].deployments["ModelServer"].replica_states
+    return states.get(ReplicaState.RUNNING, 0)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_load_scales_the_model_up_and_idling_scales_it_down(server, photos):
+    assert _replicas("scaling") == 1
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            requests.post(f"{server}/scaling/v1/embed", json={"images": [_b64(photos[0])]}, timeout=60)
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        _wait_for(lambda: _replicas("scaling") == 2, 90, "a second model replica under load")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    _wait_for(lambda: _replicas("scaling") == 1, 90, "the model to scale back to one replica when idle")
+
+
+def test_prometheus_endpoint_exports_the_service_metrics(server, photos, metrics_port):
+    from serve.metrics import NAMES
+
+    requests.post(f"{server}/v1/classify", json={"images": ["@@"], "labels": ["a"]}, timeout=60)  # an error
+    requests.post(f"{server}/v1/classify", json={"images": [_b64(photos[0])], "labels": ["a", "b"]}, timeout=60)
+    expected = {f"ray_{name}" for name in NAMES}
+
+    def exported() -> set[str]:
+        text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        return {name for name in expected if name in text}
+
+    _wait_for(lambda: exported() == expected, 60, f"metrics {sorted(expected)} on the Prometheus endpoint")
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert 'reason="bad_base64"' in text and "ray_serve_num_http_requests" in text
