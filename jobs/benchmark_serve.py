@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--ingress-replicas", type=int, default=8)
     p.add_argument("--client-processes", type=int, default=4)
+    p.add_argument("--cuda-graphs", type=int, default=256, help="0: eager model in the service")
     args = p.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -143,17 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     from serve.app import build_app
 
     model = prepare_model(args.model, output)
+    ceiling = {"eager": model_only(model, images, 0)}
+    if args.cuda_graphs:
+        ceiling["cuda_graphs"] = model_only(model, images, args.cuda_graphs)
+    print(json.dumps({"model_only": ceiling}), flush=True)
     init_ray()
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     fixed = {"min_replicas": args.ingress_replicas, "max_replicas": args.ingress_replicas}
     base = {"model": model, "api_key_env": None, "ingress_cpus": 1, "ingress_autoscaling": fixed,
+            "cuda_graphs": args.cuda_graphs,
             "limits": {"max_images": 64}}
     url = f"http://127.0.0.1:{port}/v1/embed"
     rows = []
+    serve.run(build_app(base), name="bench", route_prefix="/")  # once: a redeploy restarts every replica
+    handle = serve.get_deployment_handle("ModelServer", app_name="bench")
     for sc in scenarios:
-        batching = {"max_batch_size": sc.max_batch_size, "batch_wait_timeout_s": sc.batch_wait_s}
-        serve.run(build_app({**base, "batching": batching}), name="bench", route_prefix="/")
+        # What `serve deploy` does with a new user_config, called directly on the one model replica.
+        handle.reconfigure.remote({"max_batch_size": sc.max_batch_size,
+                                   "batch_wait_timeout_s": sc.batch_wait_s}).result()
         latencies, errors = drive(url, payloads_for(images, sc.images_per_request), sc.concurrency,
                                   min(args.client_processes, sc.concurrency), args.warmup, args.duration)
         lat = np.array(latencies) * 1000
@@ -163,18 +172,42 @@ def main(argv: list[str] | None = None) -> int:
                "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
                "p90_ms": round(float(np.percentile(lat, 90)), 2) if len(lat) else None,
                "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None}
-        handle = serve.get_deployment_handle("ModelServer", app_name="bench")
         sizes = handle.batch_sizes.remote().result()
         row["mean_batch"] = round(float(np.mean(sizes)), 1) if sizes else None
         rows.append(row)
         print(json.dumps(row), flush=True)
-    env = {"gpu": _gpu_name(), "cpus": int(ray.cluster_resources().get("CPU", 0)),
+    env = {"gpu": _gpu_name(), "model_only": ceiling, "cpus": int(ray.cluster_resources().get("CPU", 0)),
            "model": args.model, "payload_bytes_mean": int(np.mean([len(b) for b in images])),
-           "duration_s": args.duration, "ingress_replicas": args.ingress_replicas}
+           "duration_s": args.duration, "ingress_replicas": args.ingress_replicas, "cuda_graphs": args.cuda_graphs}
     (output / "results.json").write_text(json.dumps({"env": env, "scenarios": rows}, indent=1))
     print(markdown(rows, env))
     serve.shutdown()
     return 0
+
+
+def model_only(model: str, images: list[bytes], cuda_graphs: int, seconds: float = 3.0) -> dict:
+    """The Predictor alone, no HTTP: images/s of encode_pixels at a few batch sizes (decode excluded)."""
+    import torch
+
+    from linnaeus.serving.images import decode_image
+    from linnaeus.serving.predictor import Predictor
+
+    predictor = Predictor(model, cuda_graphs=cuda_graphs)
+    pixels = torch.stack([predictor.pixels(decode_image(b)) for b in images[:256]])
+    out = {}
+    for batch in (1, 32, 256):
+        chunk = pixels[:batch]
+        for _ in range(3):
+            predictor.encode_pixels(chunk)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            predictor.encode_pixels(chunk)
+            n += 1
+        elapsed = time.perf_counter() - start
+        out[f"batch{batch}"] = {"images_per_s": round(n * batch / elapsed, 1), "ms_per_batch": round(1000 * elapsed / n, 2)}
+    del predictor
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return out
 
 
 def _gpu_name() -> str:
@@ -185,7 +218,7 @@ def _gpu_name() -> str:
 
 def markdown(rows: list[dict], env: dict) -> str:
     lines = [f"{env['model']} on {env['gpu']}, {env['cpus']} CPUs, {env['ingress_replicas']} ingress replicas, "
-             f"mean payload image {env['payload_bytes_mean']:,} bytes",
+             f"mean payload image {env['payload_bytes_mean']:,} bytes; model only (no HTTP): {env['model_only']}",
              "", "| scenario | images/request | concurrency | max batch | images/s | requests/s | p50 ms | "
              "p90 ms | p99 ms | mean batch | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -29,8 +29,8 @@ DEFAULT_BATCHING = BatchingConfig()
 
 @serve.deployment(max_ongoing_requests=64)
 class ModelServer:
-    def __init__(self, model: str, bank: str | None, cache_size: int, s3: S3Options | None):
-        self.predictor = Predictor(model, bank, cache_size=cache_size, s3=s3)
+    def __init__(self, model: str, bank: str | None, cache_size: int, s3: S3Options | None, cuda_graphs: int):
+        self.predictor = Predictor(model, bank, cache_size=cache_size, s3=s3, cuda_graphs=cuda_graphs)
         self.metrics = ModelMetrics()
         self._recent_batches: deque[int] = deque(maxlen=1000)
         self._waiting = 0

@@ -258,6 +258,8 @@ class ServeArgs(Strict):
     api_key_env: str | None = Field("LINNAEUS_API_KEY", description=(
         "environment variable holding the API key; auth is on when it is set and non-empty"))
     cache_size: int = Field(100_000, ge=1, description="label embeddings kept per model replica")
+    cuda_graphs: int = Field(256, ge=0, description="on GPUs, replay the image tower from CUDA graphs "
+                                                    "for batches up to this size (0: eager PyTorch)")
     model_gpus: float | None = Field(None, ge=0, description="GPUs per model replica; default 1 if the "
                                                               "cluster has GPUs, else 0")
     model_cpus: float = Field(1.0, ge=0)

@@ -179,3 +179,9 @@ def test_text_embeddings_equal_the_model_on_raw_text(predictor):
     with torch.no_grad():
         reference = predictor.model.encode_text(tokenizer("linnaeus-tiny")(texts), normalize=True)
     torch.testing.assert_close(predictor.embed_texts(texts), reference, rtol=1e-4, atol=1e-5)
+
+
+def test_graph_buckets_cover_every_batch_size_up_to_the_max():
+    from linnaeus.serving.graphs import buckets
+
+    assert buckets(8) == [1, 2, 4, 8] and buckets(12) == [1, 2, 4, 8, 12] and buckets(1) == [1]

@@ -5,6 +5,7 @@ Notable:
   resize and centre crop on the CPU and returns uint8 [3, S, S] (a quarter of the float tensor's bytes);
   `encode_pixels` scales and normalises on the model's device. Together they equal open_clip's transform.
 - On CUDA the image and text towers run under bf16 autocast; features come back float32, normalised.
+  With `cuda_graphs=N` the image tower is replayed from captured CUDA graphs (`serving.graphs`).
 - Free-text labels go through templates (`openai`: the 80 CLIP templates, `single`, or `none` for the
   text as given) and are cached per (model digest, text, templates) in an LRU.
 - Taxonomy: softmax over the bank's taxa (all, or a subset) at the model's learned temperature, then
@@ -33,7 +34,8 @@ TEMPLATE_SETS = {**zeroshot.TEMPLATES, "none": (lambda c: c,)}
 
 class Predictor:
     def __init__(self, model: str, bank: str | None = None, device: str | None = None,
-                 cache_size: int = 100_000, s3: storage.S3Options | None = None):
+                 cache_size: int = 100_000, s3: storage.S3Options | None = None, cuda_graphs: int = 0):
+        """`cuda_graphs`: on CUDA, capture the image tower for batches up to this size (0: eager)."""
         export = read_export(model, s3)
         self.model_uri, self.arch, self.model_id = export.uri, export.arch, export.digest
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -47,6 +49,11 @@ class Predictor:
         self.logit_scale = float(self.model.logit_scale.detach().exp())
         self.cache = LabelCache(cache_size)
         self.bank = self._load_bank(bank, s3)
+        self._graphed = None
+        if cuda_graphs and self.device.type == "cuda":
+            from linnaeus.serving.graphs import GraphedImageEncoder
+
+            self._graphed = GraphedImageEncoder(self.model, self.image_size, self._mean, self._std, cuda_graphs)
 
     def _load_bank(self, uri: str | None, s3) -> LabelBank | None:
         if uri is None:
@@ -72,6 +79,8 @@ class Predictor:
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, S, S] -> normalised float32 features [B, D] on the CPU."""
+        if self._graphed is not None:
+            return self._graphed(pixels)
         x = normalise(pixels.to(self.device, non_blocking=True), self._mean, self._std)
         with self._autocast():
             features = self.model.encode_image(x)
