@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: venv test test-unit demo bench-stream bench-planning clean
+.PHONY: venv test test-unit demo serve bench-stream bench-planning bench-serve clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,12 @@ test-unit: venv
 
 demo: venv
 	$(PY) jobs/demo.py --output $(OUT)/demo
+
+serve: venv
+	$(VENV)/bin/serve run serve/config.yaml
+
+bench-serve: venv
+	$(PY) jobs/benchmark_serve.py --images ../shared/data/cub50/images --output $(OUT)/bench-serve
 
 bench-stream: venv
 	$(PY) jobs/benchmark_stream.py --input ../shared/data/cub50 --output $(OUT)/bench

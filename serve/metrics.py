@@ -1,6 +1,7 @@
 """The service's own Prometheus metrics (next to Ray Serve's `ray_serve_*`), via `ray.util.metrics`.
 
-Ray exports them on each node's metrics port with a `ray_` prefix, e.g. `ray_linnaeus_requests_total`.
+Ray exports them on each node's metrics port with a `ray_` prefix (`exported_names()`), e.g.
+`ray_linnaeus_requests_total`; dashboards and alert rules should name those series.
 Objects are created inside replicas (`Metrics()` in a deployment's constructor), never at import.
 """
 
@@ -11,9 +12,17 @@ from ray.util import metrics
 LATENCY_BOUNDARIES = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 
-NAMES = ("linnaeus_requests", "linnaeus_request_errors", "linnaeus_request_latency_s", "linnaeus_images",
-         "linnaeus_batch_size", "linnaeus_label_cache_hits", "linnaeus_label_cache_misses",
-         "linnaeus_queue_depth")
+KINDS = {"linnaeus_requests": "counter", "linnaeus_request_errors": "counter",
+         "linnaeus_request_latency_s": "histogram", "linnaeus_images": "counter",
+         "linnaeus_batch_size": "histogram", "linnaeus_label_cache_hits": "counter",
+         "linnaeus_label_cache_misses": "counter", "linnaeus_queue_depth": "gauge"}
+_SUFFIX = {"counter": "_total", "histogram": "_bucket", "gauge": ""}
+
+
+def exported_names() -> set[str]:
+    """The series Prometheus scrapes: `ray_` prefix, `_total` on counters, `_bucket` (and `_sum`,
+    `_count`) on histograms."""
+    return {f"ray_{name}{_SUFFIX[kind]}" for name, kind in KINDS.items()}
 
 
 class IngressMetrics:

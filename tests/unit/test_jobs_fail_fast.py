@@ -63,3 +63,34 @@ def test_evaluate_rejects_bad_arguments_data_and_models_before_ray(load_job, syn
     args = {"--model": "arch:linnaeus-tiny", "--data": str(synthetic_folder), "--output": str(tmp_path), **change}
     assert load_job("evaluate").main([a for pair in args.items() for a in pair]) == 2
     assert message in capsys.readouterr().err and not ray.is_initialized()
+
+
+def test_label_bank_job_rejects_bad_models_and_taxa_before_ray(load_job, tmp_path, capsys):
+    from linnaeus.models import create_model, export_model
+
+    assert load_job("build_label_bank").main(["--model", str(tmp_path / "none"), "--taxa", "x.csv"]) == 2
+    assert "not an exported model" in capsys.readouterr().err
+    model = tmp_path / "model"
+    export_model(create_model("linnaeus-tiny", seed=0), "linnaeus-tiny", str(model))
+    bad = tmp_path / "taxa.csv"
+    bad.write_text("kingdom,phylum,class,order,family,genus,common_name\nAnimalia,,,,,,x\n")
+    assert load_job("build_label_bank").main(["--model", str(model), "--taxa", str(bad)]) == 2
+    assert "taxa.csv: missing column(s) ['species']" in capsys.readouterr().err
+    bad.write_text("kingdom,phylum,class,order,family,genus,species\n,,,,,,hudsonia\n")
+    assert load_job("build_label_bank").main(["--model", str(model), "--taxa", str(bad)]) == 2
+    assert "taxa.csv:2" in capsys.readouterr().err
+    assert load_job("build_label_bank").main(["--model", str(model), "--taxa", str(bad),
+                                              "--text-types", "latin"]) == 2
+    assert "text_types" in capsys.readouterr().err and not ray.is_initialized()
+
+
+def test_predict_job_rejects_bad_arguments_before_ray(load_job, tmp_path, capsys):
+    base = ["--model", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o")]
+    assert load_job("predict").main([*base, "--k", "0"]) == 2
+    assert "k" in capsys.readouterr().err
+    assert load_job("predict").main([*base, "--rank", "tribe"]) == 2
+    assert "rank" in capsys.readouterr().err
+    assert load_job("predict").main([*base, "--labels", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    assert load_job("predict").main(base) == 2
+    assert "not an exported model" in capsys.readouterr().err and not ray.is_initialized()
