@@ -59,9 +59,12 @@ def _client(url: str, payloads: list[bytes], concurrency: int, warmup: float, du
                 n = i
                 while time.perf_counter() < t_end:
                     t0 = time.perf_counter()
-                    async with session.post(url, data=payloads[n % len(payloads)]) as r:
-                        await r.read()
-                        ok = r.status == 200
+                    try:
+                        async with session.post(url, data=payloads[n % len(payloads)]) as r:
+                            await r.read()
+                            ok = r.status == 200
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        ok = False
                     t1 = time.perf_counter()
                     n += concurrency
                     if t0 >= t_measure and t1 <= t_end:
@@ -82,7 +85,7 @@ def drive(url: str, payloads: list[bytes], concurrency: int, processes: int, war
     procs = [ctx.Process(target=_client, args=(url, payloads, c, warmup, duration, queue)) for c in per if c]
     for p in procs:
         p.start()
-    results = [queue.get() for _ in procs]
+    results = [queue.get(timeout=warmup + duration + 120) for _ in procs]
     for p in procs:
         p.join()
     return [lat for r in results for lat in r[0]], sum(r[1] for r in results)

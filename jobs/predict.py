@@ -54,17 +54,27 @@ def _labels(path: str | None) -> list[str] | None:
 
 
 def check(cfg: PredictConfig) -> None:
-    """The model must load and, for taxa, its bank must exist and know every subset name."""
+    """Everything that can be checked before Ray: the output cannot clobber the input or unrelated files,
+    the model loads, and for taxa the bank is this model's, knows the rank and every subset name."""
     import torch
 
+    from linnaeus.batch.predict import check_output
     from linnaeus.models import read_export
-    from linnaeus.serving.bank import LabelBank, default_location, load_taxa
+    from linnaeus.serving.bank import BankError, LabelBank, default_location, load_taxa, read_meta
 
-    read_export(cfg.model, cfg.s3)
+    check_output(cfg)
+    export = read_export(cfg.model, cfg.s3)
     if cfg.labels is None:
-        taxa = load_taxa(cfg.bank or default_location(cfg.model), cfg.s3)
-        if cfg.subset:
-            LabelBank(taxa, torch.zeros(len(taxa), 1)).subset(cfg.subset)  # names only, no embeddings
+        bank_uri = cfg.bank or default_location(cfg.model)
+        taxa = load_taxa(bank_uri, cfg.s3)
+        if read_meta(bank_uri, cfg.s3).get("model_digest") != export.digest:
+            raise BankError(f"{bank_uri}: built for other weights than {cfg.model}; rebuild it with "
+                            "jobs/build_label_bank.py")
+        names_only = LabelBank(taxa, torch.zeros(len(taxa), 1))
+        rows = names_only.subset(cfg.subset) if cfg.subset else torch.arange(len(taxa))
+        if not (names_only.groups(cfg.rank)[0][rows] >= 0).any():
+            raise BankError(f"rank {cfg.rank!r}: no taxon in the label bank{' subset' if cfg.subset else ''} "
+                            "is known at that rank")
 
 
 def main(argv: list[str] | None = None) -> int:

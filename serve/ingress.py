@@ -5,7 +5,7 @@ Notable:
   fields); both are validated by the same pydantic model, and OpenAPI at /docs lists both.
 - Refusals are `ApiError`s with a status, a short reason and a message naming the field, index and
   limit: 401 (API key), 413 (body, image bytes, pixels, counts), 422 (fields), 400 (an image that is
-  not one, bad base64, a subset name that matches nothing). A 500 means a bug, never client input.
+  not one or has extreme proportions, bad base64, a subset name that matches nothing). A 500 means a bug, never client input.
 - Images are decoded and cropped to the model's input in a thread pool (PIL releases the GIL), and
   travel to the model deployment as uint8 tensors.
 - The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
@@ -23,6 +23,7 @@ import time
 
 import torch
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
@@ -97,6 +98,9 @@ class Ingress:
         except ApiError as exc:
             status, reason = exc.status, exc.reason
             return _error_response(exc)
+        except ClientDisconnect:  # nobody reads the answer; not a server fault either
+            status, reason = 400, "client_disconnected"
+            return JSONResponse({"detail": "client disconnected", "reason": reason}, 400)
         except Exception as exc:  # a bug or a dead replica: say so, keep the reason out of the client's way
             status, reason = 500, "internal"
             logger.exception("%s: internal error", endpoint)
@@ -145,10 +149,16 @@ class Ingress:
     async def _parse_form(self, request: Request, body_model):
         limit = self.limits.max_images + self.limits.max_labels + self.limits.max_texts + 16
         try:
-            form = await request.form(max_files=self.limits.max_images + 1, max_fields=limit)
+            form = await request.form(max_files=self.limits.max_images, max_fields=limit)
         except Exception as exc:  # starlette raises on malformed forms and on its own count limits
+            if "Too many files" in str(exc):
+                raise ApiError(413, "too_many_images", f"images: more than the limit of {self.limits.max_images} "
+                                                       "files per request") from None
             raise ApiError(400, "bad_form", f"multipart form: {exc}") from None
-        blobs = [await part.read() for part in form.getlist("images") if hasattr(part, "read")]
+        try:
+            blobs = [await part.read() for part in form.getlist("images") if hasattr(part, "read")]
+        finally:
+            await form.close()  # parts over 1 MB are spooled to temporary files
         raw: dict = {}
         for key in form.keys():
             values = [v for v in form.getlist(key) if isinstance(v, str)]
@@ -163,20 +173,22 @@ class Ingress:
         except ValidationError as exc:
             raise ApiError(422, "invalid_field", _validation_message(exc)) from None
 
-    def _check_counts(self, images: int = 0, labels: int = 0, texts: list[str] = (), k: int = 1,
+    def _check_counts(self, images: int = 0, labels: list[str] = (), texts: list[str] = (), k: int = 1,
                       labels_name: str = "labels") -> None:
         lim = self.limits
-        for name, count, most in (("images", images, lim.max_images), (labels_name, labels, lim.max_labels),
-                                  ("texts", len(texts), lim.max_texts), ("k", k, lim.max_k)):
+        for name, count, most in (("images", images, lim.max_images), (labels_name, len(labels), lim.max_labels),
+                                  ("texts", len(texts), lim.max_texts)):
             if count > most:
-                raise ApiError(413 if name != "k" else 422, f"too_many_{name}",
-                               f"{name}: {count} > limit {most} per request")
-        for i, text in enumerate(texts):
-            if len(text) > lim.max_text_chars:
-                raise ApiError(422, "text_too_long",
-                               f"{labels_name}[{i}]: {len(text)} characters > limit {lim.max_text_chars}")
-            if not text.strip():
-                raise ApiError(422, "empty_text", f"{labels_name}[{i}]: empty")
+                raise ApiError(413, f"too_many_{name}", f"{name}: {count} > limit {most} per request")
+        if k > lim.max_k:
+            raise ApiError(422, "too_many_k", f"k: {k} > limit {lim.max_k}")
+        for name, strings in ((labels_name, labels), ("texts", texts)):
+            for i, text in enumerate(strings):
+                if len(text) > lim.max_text_chars:
+                    raise ApiError(422, "text_too_long",
+                                   f"{name}[{i}]: {len(text)} characters > limit {lim.max_text_chars}")
+                if not text.strip():
+                    raise ApiError(422, "empty_text", f"{name}[{i}]: empty")
 
     async def _pixels(self, blobs: list[bytes], endpoint: str) -> torch.Tensor:
         await self._model_info()
@@ -187,6 +199,8 @@ class Ingress:
                 return to_pixels(decode_image(data, self.image_limits), self._crop)
             except ImageRejected as exc:
                 raise ApiError(_IMAGE_STATUS.get(exc.reason, 400), exc.reason, f"images[{i}]: {exc}") from None
+            except Exception as exc:  # the image decoded but cannot be cropped: still the client's image
+                raise ApiError(400, "unprocessable_image", f"images[{i}]: {type(exc).__name__}: {exc}") from None
 
         return torch.stack(await asyncio.gather(*(asyncio.to_thread(one, i, b) for i, b in enumerate(blobs))))
 
@@ -195,7 +209,7 @@ class Ingress:
               openapi_extra=schemas.openapi_body(schemas.ClassifyRequest))
     async def classify(self, request: Request):
         async def work(f: schemas.ClassifyRequest, blobs):
-            self._check_counts(images=len(blobs), labels=len(f.labels), texts=f.labels, k=f.k)
+            self._check_counts(images=len(blobs), labels=f.labels, k=f.k)
             results = await self.model.classify.remote(await self._pixels(blobs, "classify"), f.labels, f.k, f.templates)
             return {"model": self._info["model"], "results": results}
         return await self._handle(request, "classify", schemas.ClassifyRequest, work)
@@ -205,7 +219,7 @@ class Ingress:
     async def taxonomy(self, request: Request):
         async def work(f: schemas.TaxonomyRequest, blobs):
             subset = f.subset or []
-            self._check_counts(images=len(blobs), labels=len(subset), texts=subset, k=f.k, labels_name="subset")
+            self._check_counts(images=len(blobs), labels=subset, k=f.k, labels_name="subset")
             if not (await self._model_info())["bank_taxa"]:
                 raise ApiError(503, "no_label_bank", "this service has no label bank loaded; build one with "
                                                      "jobs/build_label_bank.py and redeploy")

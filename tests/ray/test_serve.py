@@ -81,7 +81,7 @@ def server(model_dir, metrics_port):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     small = {"max_image_bytes": 200_000, "max_image_pixels": 1_000_000, "max_images": 4, "max_labels": 5,
-             "max_text_chars": 40, "max_k": 10, "max_body_bytes": 2_000_000}
+             "max_texts": 3, "max_text_chars": 40, "max_k": 10, "max_body_bytes": 2_000_000}
     common = {"model": model_dir, "model_cpus": 0.25, "ingress_cpus": 0.25, "limits": small,
               "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}}
     serve.run(build_app({**common, "api_key_env": None}), name="open", route_prefix="/")
@@ -164,6 +164,7 @@ def test_multipart_uploads_give_the_same_answer_as_base64(server, photos):
     ({"images": ["AAAA"], "labels": ["a"], "colour": 1}, 422, "invalid_field", "colour"),
     ({"images": ["AAAA"] * 5, "labels": ["a"]}, 413, "too_many_images", "5 > limit 4"),
     ({"images": ["AAAA"], "labels": ["a"] * 6}, 413, "too_many_labels", "6 > limit 5"),
+    ({"images": [""], "labels": ["a", "b", "c", ""]}, 422, "empty_text", "labels[3]"),
     ({"images": ["AAAA"], "labels": ["a" * 41]}, 422, "text_too_long", "labels[0]"),
     ({"images": ["AAAA"], "labels": ["a"], "k": 11}, 422, "too_many_k", "11 > limit 10"),
 ])
@@ -192,6 +193,23 @@ def test_image_limits_answer_413_and_broken_images_400_with_their_index(server, 
     assert r.status_code == 422
     r = requests.post(f"{server}/v1/embed", data=b"hello", headers={"content-type": "text/plain"}, timeout=60)
     assert r.status_code == 415
+    strip = io.BytesIO()
+    Image.new("RGB", (10, 900)).save(strip, format="PNG")  # proportions no crop should blow up
+    r = requests.post(f"{server}/v1/embed", json={"images": [_b64(strip.getvalue())]}, timeout=60)
+    assert (r.status_code, r.json()["reason"]) == (400, "extreme_aspect_ratio")
+    files = [("images", (f"{i}.jpg", photos[0], "image/jpeg")) for i in range(5)]
+    r = requests.post(f"{server}/v1/classify", files=files, data={"labels": ["a"]}, timeout=60)
+    assert (r.status_code, r.json()["reason"]) == (413, "too_many_images"), r.text
+
+
+def test_label_and_text_limits_are_separate(server, photos):
+    labels = ["a red shape", "a blue shape", "a green shape", "a grey shape"]  # 4 <= 5 labels, > 3 texts
+    r = requests.post(f"{server}/v1/classify", json={"images": [_b64(photos[0])], "labels": labels}, timeout=60)
+    assert r.status_code == 200, r.text
+    r = requests.post(f"{server}/v1/embed", json={"texts": labels}, timeout=60)
+    assert (r.status_code, r.json()["reason"]) == (413, "too_many_texts")
+    r = requests.post(f"{server}/v1/embed", json={"texts": ["ok", "x" * 41]}, timeout=60)
+    assert r.status_code == 422 and "texts[1]" in r.json()["detail"]
 
 
 def test_api_key_is_required_when_configured(server, photos):

@@ -85,7 +85,8 @@ def test_label_bank_job_rejects_bad_models_and_taxa_before_ray(load_job, tmp_pat
 
 
 def test_predict_job_rejects_bad_arguments_before_ray(load_job, tmp_path, capsys):
-    base = ["--model", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o")]
+    (tmp_path / "in").mkdir()
+    base = ["--model", str(tmp_path), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
     assert load_job("predict").main([*base, "--k", "0"]) == 2
     assert "k" in capsys.readouterr().err
     assert load_job("predict").main([*base, "--rank", "tribe"]) == 2
@@ -94,3 +95,18 @@ def test_predict_job_rejects_bad_arguments_before_ray(load_job, tmp_path, capsys
     assert "missing.txt" in capsys.readouterr().err
     assert load_job("predict").main(base) == 2
     assert "not an exported model" in capsys.readouterr().err and not ray.is_initialized()
+
+
+def test_predict_job_never_empties_its_input_or_an_unrelated_folder(load_job, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"keep me")
+    for output in (photos, photos / "preds", tmp_path):
+        assert load_job("predict").main(["--model", "m", "--input", str(photos), "--output", str(output)]) == 2
+        assert "overlaps --input" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me too")
+    assert load_job("predict").main(["--model", "m", "--input", str(photos), "--output", str(other)]) == 2
+    assert "is not an earlier predictions output" in capsys.readouterr().err
+    assert (photos / "a.jpg").exists() and (other / "notes.txt").exists() and not ray.is_initialized()

@@ -42,6 +42,7 @@ def test_decode_image_refuses_each_bad_input_with_its_reason():
         "too_large": (good, ImageLimits(max_bytes=len(good) - 1)),
         "not_an_image": (b"hello, not an image", ImageLimits()),
         "too_many_pixels": (_png_header_only(100_000, 100_000), ImageLimits()),
+        "extreme_aspect_ratio": (_png_header_only(20, 2_000_000), ImageLimits()),
         "undecodable": (good[: len(good) // 2], ImageLimits()),
     }
     for reason, (data, limits) in cases.items():
@@ -78,6 +79,13 @@ def test_label_cache_computes_only_missing_rows_and_evicts_least_recent():
     cache.get_or_compute(["d"], compute)  # evicts "b", the least recently used
     cache.get_or_compute(["b"], compute)
     assert calls[-1] == [0] and len(cache) == 3
+
+
+def test_label_cache_rows_do_not_keep_their_whole_batch_alive():
+    cache = LabelCache()
+    cache.get_or_compute([str(i) for i in range(1000)], lambda missing: torch.ones(len(missing), 64))
+    row = cache.get_or_compute(["7"], lambda missing: pytest.fail("cached"))[0]
+    assert cache._entries["7"].untyped_storage().nbytes() == 64 * 4 and row.shape == (64,)
 
 
 # --- predictor ------------------------------------------------------------------------------------
@@ -159,6 +167,9 @@ def test_taxonomy_subset_restricts_answers_and_unknown_names_are_named(predictor
         predictor.predict(_photos(tree, 1), subset=[family, "Nonexistus"])
     with pytest.raises(BankError, match="rank 'tribe'"):
         predictor.predict(_photos(tree, 1), rank="tribe")
+    with pytest.raises(BankError, match=tree[0].taxon.species):  # a bare epithet names no taxon
+        predictor.bank.subset([tree[0].taxon.species])
+    assert len(predictor.bank.subset([tree[0].taxon.scientific_name()])) == 1
 
 
 def test_bank_round_trips_and_a_bank_of_other_weights_is_refused(predictor, exported, tmp_path, tree):
@@ -172,6 +183,21 @@ def test_bank_round_trips_and_a_bank_of_other_weights_is_refused(predictor, expo
     assert Predictor(str(other), device="cpu").bank is None  # none next to it: rank answers say so
     with pytest.raises(BankError, match="no label bank"):
         Predictor(str(other), device="cpu").predict(_photos(tree, 1))
+
+
+def test_bank_parts_without_common_names_load_beside_parts_with_them(tmp_path, tree):
+    import pyarrow.parquet as pq
+
+    from linnaeus.serving.bank import to_table, write_meta
+    from linnaeus.storage import resolve
+    from linnaeus.taxonomy import Taxon
+
+    plain = [Taxon(*t.taxon.lineage) for t in tree[:3]]  # no common names at all
+    pq.write_table(to_table(plain, np.zeros((3, 4), np.float32)), tmp_path / "part-a.parquet")
+    pq.write_table(to_table([t.taxon for t in tree[3:5]], np.ones((2, 4), np.float32)), tmp_path / "part-b.parquet")
+    write_meta(resolve(str(tmp_path)), {"dim": 4})
+    bank = LabelBank.load(str(tmp_path))
+    assert len(bank) == 5 and bank.taxa[0].common_name is None and bank.taxa[4].common_name
 
 
 def test_text_embeddings_equal_the_model_on_raw_text(predictor):

@@ -92,6 +92,18 @@ def list_images(root: storage.Location) -> tuple[list[str], list[str]]:
     return images, others
 
 
+def check_output(cfg: PredictConfig) -> None:
+    """Ray Data's overwrite empties the output folder: refuse one that holds or is inside the input,
+    and a non-empty one that is not an earlier predictions output (no `_report.json`)."""
+    root, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
+    a, b = root.uri.rstrip("/") + "/", out.uri.rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise ValueError(f"--output {out.uri} overlaps --input {root.uri}: the output folder is emptied first")
+    if storage.exists(out) and storage.list_files(out) and not storage.exists(out.join(REPORT_NAME)):
+        raise ValueError(f"--output {out.uri} holds files and is not an earlier predictions output "
+                         f"(no {REPORT_NAME}); it would be emptied: choose an empty or new folder")
+
+
 def run_predict(cfg: PredictConfig) -> dict:
     """Predict every image under `cfg.input` into `cfg.output` (Ray must be up); returns the report."""
     start = time.perf_counter()

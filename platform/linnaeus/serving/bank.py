@@ -67,7 +67,9 @@ class LabelBank:
     def _name_index(self) -> dict[str, list[int]]:
         index: dict[str, list[int]] = {}
         for i, taxon in enumerate(self.taxa):
-            names = {*filter(None, taxon.lineage), taxon.scientific_name(), taxon.common_name}
+            # Every rank but the bare species epithet ("alba" would pick every X alba): species go by
+            # their scientific name.
+            names = {*filter(None, taxon.lineage[:-1]), taxon.scientific_name(), taxon.common_name}
             for name in filter(None, names):
                 index.setdefault(name.lower(), []).append(i)
         return index
@@ -135,6 +137,13 @@ def taxa_embeddings(model, tokenizer, taxa: Sequence[Taxon], text_types: Sequenc
     return F.normalize(total.float(), dim=-1).cpu()
 
 
+def read_meta(uri: str, s3: storage.S3Options | None = None) -> dict:
+    meta_loc = storage.resolve(uri, s3).join(META_NAME)
+    if not storage.exists(meta_loc):
+        raise BankError(f"{storage.resolve(uri, s3).uri}: not a label bank ({META_NAME} is missing)")
+    return json.loads(storage.read_bytes(meta_loc))
+
+
 def load_taxa(uri: str, s3: storage.S3Options | None = None) -> list[Taxon]:
     """Only the taxa of a bank (no embeddings): enough to check subset names before a job starts."""
     root = storage.resolve(uri, s3)
@@ -145,7 +154,8 @@ def load_taxa(uri: str, s3: storage.S3Options | None = None) -> list[Taxon]:
 
 def _read_parts(root: storage.Location, columns: list[str] | None = None) -> pa.Table:
     parts = sorted(f.path for f in storage.list_files(root) if f.path.endswith(".parquet"))
-    return pa.concat_tables([pq.read_table(p, filesystem=root.fs, columns=columns) for p in parts])
+    tables = [pq.read_table(p, filesystem=root.fs, columns=columns) for p in parts]
+    return pa.concat_tables(tables, promote_options="default")  # older parts may have null-typed columns
 
 
 def _taxa(table: pa.Table) -> list[Taxon]:
@@ -155,8 +165,9 @@ def _taxa(table: pa.Table) -> list[Taxon]:
 
 def to_table(taxa: Sequence[Taxon], embeddings: np.ndarray) -> pa.Table:
     dim = embeddings.shape[1]
-    columns = {r: [t.rank(r) for t in taxa] for r in RANKS}
-    columns["common_name"] = [t.common_name for t in taxa]
+    # Explicit string types: a part whose taxa all lack a common name must not get a null-typed column.
+    columns = {r: pa.array([t.rank(r) for t in taxa], pa.string()) for r in RANKS}
+    columns["common_name"] = pa.array([t.common_name for t in taxa], pa.string())
     values = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1))
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(values, dim)
     return pa.table(columns)

@@ -5,7 +5,7 @@ Notable:
   decompression bomb is refused before a single pixel is decoded), then the decode itself.
 - EXIF orientation is applied: phone photos arrive rotated in their pixels and upright in their tags.
 - Every refusal is an `ImageRejected` with a short reason (`too_large`, `too_many_pixels`,
-  `not_an_image`, `undecodable`, `empty`) that the service turns into a 4xx naming the image's index.
+  `extreme_aspect_ratio`, `not_an_image`, `undecodable`, `empty`) that the service turns into a 4xx naming the image's index.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ __all__ = ["ImageLimits", "ImageRejected", "decode_image"]
 class ImageLimits:
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    # The eval transform resizes the shorter side to the model's size: a 20 x 2,000,000 strip (tiny as
+    # a PNG, under any pixel limit) would become 224 x 22,400,000 pixels.
+    max_aspect_ratio: float = 20.0
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
@@ -40,6 +43,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     if width * height > limits.max_pixels:
         raise ImageRejected("too_many_pixels",
                             f"{width}x{height} = {width * height:,} pixels > limit {limits.max_pixels:,}")
+    if max(width, height) > limits.max_aspect_ratio * max(1, min(width, height)):
+        raise ImageRejected("extreme_aspect_ratio",
+                            f"{width}x{height}: sides differ more than {limits.max_aspect_ratio:g} times")
     try:
         img.load()
         return to_rgb(ImageOps.exif_transpose(img))[0]  # alpha on white, 16-bit scaled, as at ingest

@@ -40,7 +40,7 @@ class LabelCache:
             computed = compute(missing).detach().float().cpu()
             with self._lock:
                 for i, row in zip(missing, computed):
-                    rows[i] = row
+                    rows[i] = row = row.clone()  # a view would keep the whole computed batch alive
                     self._put(keys[i], row)
         return torch.stack(rows)
 
