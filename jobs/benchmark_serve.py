@@ -42,7 +42,12 @@ SCENARIOS = {
     "batch32-c16": Scenario("batch32-c16", 32, 16, 256, 0.002),
     "batch32-c32": Scenario("batch32-c32", 32, 32, 256, 0.002),
     "naive-batch32-c1": Scenario("naive-batch32-c1", 32, 1, 1, 0.0),
+    # no batch wait: a batch is whatever queued while the previous one ran
+    "single-c1-nowait": Scenario("single-c1-nowait", 1, 1, 256, 0.0),
+    "single-c64-nowait": Scenario("single-c64-nowait", 1, 64, 256, 0.0),
+    "batch32-c16-nowait": Scenario("batch32-c16-nowait", 32, 16, 256, 0.0),
 }
+DEFAULT_SCENARIOS = ["single-c1", "naive-single-c1", "single-c64", "batch32-c16", "batch32-c32", "naive-batch32-c1"]
 
 
 def _client(url: str, payloads: list[bytes], concurrency: int, warmup: float, duration: float, queue) -> None:
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="arch:ViT-B-16")
     p.add_argument("--images", required=True, help="folder of JPEG photos used as request payloads")
     p.add_argument("--output", default="out/bench-serve")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help=f"any of {', '.join(SCENARIOS)}")
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--ingress-replicas", type=int, default=8)
