@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  evaluation {out / 'eval'} (results.json, report.md, embedding_map.png)\n"
           f"  load it:   open_clip.create_model_and_transforms('local-dir:{export}')\n"
           f"  served     {out / 'model'} ({bank.taxa} taxa in label_bank/)\n"
-          f"  serve it:  .venv/bin/serve run serve/config.yaml   (then, in another shell:)\n"
+          f"  serve it:  make serve   (= .venv/bin/serve run serve/config.yaml; then, in another shell:)\n"
           f"             curl -F images=@{_example_image(out)} -F rank=genus "
           f"http://127.0.0.1:8000/v1/taxonomy\n\n{table}")
     return 0
