@@ -1,0 +1,111 @@
+"""Deployment files cannot run here (no Docker, no Kubernetes), so they are checked against the code:
+they parse, the RayService serves exactly serve/config.yaml, entrypoints and recipes exist and
+validate, secrets are the ones pods name, and the image installs pyproject's dependencies."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+IMAGE_ROOT = "/home/ray/linnaeus"  # where the Dockerfile puts the repository
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _manifests() -> dict[str, dict]:
+    return {f"{d['kind']}/{d['metadata']['name']}": d for p in sorted((INFRA / "k8s").glob("*.yaml")) for d in _docs(p)}
+
+
+def test_every_infra_yaml_parses_and_k8s_manifests_have_kind_and_name():
+    files = sorted(INFRA.rglob("*.yaml")) + sorted(INFRA.rglob("*.yml"))
+    assert files
+    for path in files:
+        for doc in _docs(path):
+            assert isinstance(doc, dict), path
+    assert {"RayCluster/linnaeus", "RayJob/linnaeus-train", "RayService/linnaeus", "Secret/linnaeus-s3",
+            "Secret/linnaeus-api-key"} <= set(_manifests())
+
+
+def test_rayservice_is_rendered_from_serve_config_yaml():
+    spec = importlib.util.spec_from_file_location("render_rayservice", INFRA / "k8s" / "render_rayservice.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    assert render.main(["--check"]) == 0, "run: python infra/k8s/render_rayservice.py"
+    served = yaml.safe_load(_manifests()["RayService/linnaeus"]["spec"]["serveConfigV2"])
+    local = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    assert served == render.serve_config_for_cluster(local)
+    assert served["http_options"]["host"] == "0.0.0.0"
+
+
+def test_rayjob_entrypoint_names_files_in_the_image_and_a_recipe_that_validates():
+    from linnaeus.config import TrainConfig, load_yaml
+
+    argv = shlex.split(_manifests()["RayJob/linnaeus-train"]["spec"]["entrypoint"])
+    assert argv[0] == "python"
+    paths = [a for a in argv if a.startswith(IMAGE_ROOT)]
+    for path in paths:
+        assert (ROOT / path[len(IMAGE_ROOT) + 1:]).is_file(), path
+    recipe = ROOT / argv[argv.index("--config") + 1][len(IMAGE_ROOT) + 1:]
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    cfg = load_yaml(TrainConfig, recipe, overrides)
+    assert cfg.data.data.startswith("s3://") and cfg.checkpoint.storage_path.startswith("s3://")
+    assert _manifests()["RayJob/linnaeus-train"]["spec"]["clusterSelector"]["ray.io/cluster"] == "linnaeus"
+
+
+def _containers(manifest: dict) -> list[tuple[str, dict]]:
+    spec = manifest["spec"].get("rayClusterConfig", manifest["spec"])
+    groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec.get("workerGroupSpecs", [])]
+    return [(name, c) for name, g in groups for c in g["template"]["spec"]["containers"]]
+
+
+@pytest.mark.parametrize("name", ["RayCluster/linnaeus", "RayService/linnaeus"])
+def test_clusters_run_the_project_image_with_gpu_requests_equal_to_limits_and_known_secrets(name):
+    manifests = _manifests()
+    secrets = {key.split("/")[1] for key in manifests if key.startswith("Secret/")}
+    groups = _containers(manifests[name])
+    for group, container in groups:
+        assert container["image"].startswith("linnaeus:"), (group, container["image"])
+        for ref in container.get("envFrom", []):
+            assert ref["secretRef"]["name"] in secrets, (group, ref)
+        resources = container["resources"]
+        assert resources["requests"].get("nvidia.com/gpu") == resources["limits"].get("nvidia.com/gpu")
+    assert any("nvidia.com/gpu" in c["resources"]["limits"] for g, c in groups if g == "gpu")
+    assert manifests[name]["spec"].get("rayClusterConfig", manifests[name]["spec"])["rayVersion"] == _ray_pin()
+
+
+def test_api_key_secret_fills_the_variable_the_service_reads():
+    from linnaeus.config import ServeArgs
+
+    served = yaml.safe_load(_manifests()["RayService/linnaeus"]["spec"]["serveConfigV2"])
+    variable = served["applications"][0]["args"].get("api_key_env", ServeArgs.model_fields["api_key_env"].default)
+    assert variable in _manifests()["Secret/linnaeus-api-key"]["stringData"]
+
+
+def _ray_pin() -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(re.search(r"==([\d.]+)", d).group(1) for d in deps if d.startswith("ray["))
+
+
+def test_dockerfile_installs_the_project_on_the_pinned_ray_and_names_no_package_of_its_own():
+    text = (INFRA / "docker" / "Dockerfile").read_text()
+    base = re.search(r"ARG RAY_IMAGE=rayproject/ray:([\d.]+)-py(\d)(\d+)-gpu", text)
+    assert base and base.group(1) == _ray_pin()
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert int(base.group(3)) >= int(requires.split(".")[1])
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs and all(re.search(r"pip install --no-cache-dir \.( |$)", line) for line in installs), installs
+    assert "USER ray" in text
+    for copied in re.findall(r"COPY \S+ (\S+)/ ", text):
+        assert (ROOT / copied).is_dir(), copied
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"out", ".venv", ".git"} <= set(ignored) and "platform" not in ignored
