@@ -313,3 +313,12 @@ def test_prometheus_endpoint_exports_the_service_metrics(server, photos, metrics
     _wait_for(lambda: expected <= exported(), 60, "every project series on the Prometheus endpoint")
     text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     assert 'reason="bad_base64"' in text and "ray_serve_num_http_requests" in text
+    # Ray Serve's own series that the Grafana dashboard plots exist under those names in Ray 2.60
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards" / "linnaeus.json"
+    exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
+    ray_serve = {n for e in exprs for n in re.findall(r"\b(ray_serve_[a-z0-9_]+)", e)}
+    assert ray_serve and ray_serve <= exported(), ray_serve - exported()

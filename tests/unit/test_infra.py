@@ -109,3 +109,43 @@ def test_dockerfile_installs_the_project_on_the_pinned_ray_and_names_no_package_
         assert (ROOT / copied).is_dir(), copied
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"out", ".venv", ".git"} <= set(ignored) and "platform" not in ignored
+
+
+def _series(expr: str) -> set[str]:
+    return set(re.findall(r"\b(ray_[a-z0-9_]+)", expr))
+
+
+def dashboard_and_rule_series() -> set[str]:
+    import json
+
+    dashboard = json.loads((INFRA / "grafana" / "dashboards" / "linnaeus.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = _docs(INFRA / "prometheus" / "rules.yml")[0]
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return {name for e in exprs for name in _series(e)}
+
+
+def test_dashboard_and_alert_rules_name_only_series_the_code_exports():
+    from linnaeus.train.metrics import exported_names as train_series
+    from serve.metrics import exported_names as serve_series
+
+    ours = serve_series() | train_series()
+    ours |= {n.replace("_bucket", suffix) for n in ours if n.endswith("_bucket") for suffix in ("_sum", "_count")}
+    used = {n for n in dashboard_and_rule_series() if n.startswith("ray_linnaeus_")}
+    assert used and used <= ours, used - ours
+    assert {"ray_linnaeus_train_images_per_s", "ray_linnaeus_train_loss", "ray_linnaeus_train_data_wait"} <= used
+
+
+def test_compose_stack_wires_storage_ray_and_monitoring_from_the_env_file():
+    compose = _docs(INFRA / "compose.yaml")[0]
+    assert {"minio", "minio-init", "ray-head", "ray-worker", "prometheus", "grafana"} <= set(compose["services"])
+    variables = set(re.findall(r"\$\{([A-Z_]+)", (INFRA / "compose.yaml").read_text()))
+    defaults = {line.split("=")[0] for line in (INFRA / "env.example").read_text().splitlines()
+                if "=" in line and not line.startswith("#")}
+    assert variables <= defaults, variables - defaults
+    assert compose["services"]["ray-head"]["build"]["dockerfile"] == "infra/docker/Dockerfile"
+    targets = _docs(INFRA / "prometheus" / "prometheus.yml")[0]["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert {t.split(":")[0] for t in targets} == {"ray-head", "ray-worker"}
+    for port in {t.split(":")[1] for t in targets}:
+        for node in ("ray-head", "ray-worker"):
+            assert f"--metrics-export-port={port}" in compose["services"][node]["command"]

@@ -29,6 +29,7 @@ from linnaeus import storage
 from linnaeus.data.loader import iter_train_batches
 from linnaeus.models import create_model
 from linnaeus.train import checkpoint as ckpt
+from linnaeus.train import metrics as train_metrics
 from linnaeus.train.loss import clip_loss
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
 from linnaeus.train.plan import TrainPlan, init_seed
@@ -163,6 +164,7 @@ def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, pro
     if rank == 0:
         progress.history.append(metrics)
         log.info(progress_line(metrics, plan.total_steps))
+        train_metrics.record(metrics, plan.run.uri.rstrip("/").rsplit("/", 1)[-1])
     if not save:
         ray.train.report(metrics)
         return
