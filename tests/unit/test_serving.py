@@ -211,3 +211,23 @@ def test_graph_buckets_cover_every_batch_size_up_to_the_max():
     from linnaeus.serving.graphs import buckets
 
     assert buckets(8) == [1, 2, 4, 8] and buckets(12) == [1, 2, 4, 8, 12] and buckets(1) == [1]
+
+
+def test_a_rebuilt_bank_replaces_the_old_parts_only_once_the_new_ones_are_written(tmp_path, tree):
+    import pyarrow.parquet as pq
+
+    from linnaeus.batch.label_bank import _swap_in
+    from linnaeus.serving.bank import to_table, write_meta
+    from linnaeus.storage import resolve
+
+    out, staging = resolve(str(tmp_path / "bank")), resolve(str(tmp_path / "bank" / "_staging-x"))
+    (tmp_path / "bank" / "_staging-x").mkdir(parents=True)
+    pq.write_table(to_table([t.taxon for t in tree[:2]], np.zeros((2, 4), np.float32)), tmp_path / "bank" / "old.parquet")
+    write_meta(out, {"dim": 4})
+    pq.write_table(to_table([t.taxon for t in tree[2:5]], np.ones((3, 4), np.float32)),
+                   tmp_path / "bank" / "_staging-x" / "new.parquet")
+    assert len(LabelBank.load(out.uri)) == 2  # staged parts are invisible until swapped in
+    _swap_in(staging, out)
+    write_meta(out, {"dim": 4})
+    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["_bank.json", "new.parquet"]
+    assert len(LabelBank.load(out.uri)) == 3

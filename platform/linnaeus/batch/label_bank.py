@@ -4,7 +4,8 @@ Notable:
 - Taxa are planned on the driver (`linnaeus.batch.taxa`), embedded in batches by Ray Data actors (one
   GPU each when the cluster has GPUs) and written part by part; `_bank.json` is written last and
   carries the model's weight digest, so a Predictor refuses a bank made for other weights.
-- Rebuilding into the same folder replaces the bank (old parts are removed first).
+- Rebuilding into the same folder replaces the bank: the new parts are written to a staging prefix and
+  swapped in only when all are written, so a failed build leaves the old bank as it was.
 - Text: each taxon's name in each chosen text type through the templates, averaged
   (`linnaeus.serving.bank.taxa_embeddings`, the same code the tests check against zero-shot).
 """
@@ -12,6 +13,7 @@ Notable:
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -31,6 +33,21 @@ class BankSummary:
     taxa: int
     dim: int
     seconds: float
+
+
+def _swap_in(staging: storage.Location, out: storage.Location) -> None:
+    """Replace the bank's parts with the staged ones. Until here a failed build leaves the old bank whole;
+    from here the bank has no `_bank.json` (readers refuse it) until the new one is written."""
+    storage.delete(out.join(META_NAME))
+    for stale in storage.list_files(out):
+        if stale.path.endswith(".parquet"):
+            out.fs.delete_file(stale.path)
+    for part in storage.list_files(staging):
+        out.fs.move(part.path, out.join(part.path.rsplit("/", 1)[-1]).path)
+    try:
+        out.fs.delete_dir(staging.path)
+    except OSError:
+        pass  # an S3 "folder" with no objects left does not exist
 
 
 class _EmbedTaxa:
@@ -63,16 +80,15 @@ def build_label_bank(model: str, taxa: list[Taxon], output: str, text_types: lis
     export = read_export(model, s3)
     out = storage.resolve(output, s3)
     storage.ensure_bucket(out)
-    for stale in storage.list_files(out):
-        if stale.path.endswith(".parquet") or stale.path.endswith(META_NAME):
-            out.fs.delete_file(stale.path)
+    staging = out.join(f"_staging-{uuid.uuid4().hex[:12]}")
     gpus = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {}
     rows = pa.Table.from_pylist([t.as_dict() for t in taxa])
     ds = ray.data.from_arrow(rows).map_batches(
         _EmbedTaxa, fn_constructor_args=(model, text_types, templates, s3), batch_size=TAXA_PER_BATCH,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0.5 if not gpus else 1, **gpus)
-    ds.write_parquet(out.path, filesystem=out.fs)
+    ds.write_parquet(staging.path, filesystem=out.fs)
+    _swap_in(staging, out)
     dim = int(export.config["model_cfg"]["embed_dim"])
     write_meta(out, {"model": export.uri, "model_digest": export.digest, "arch": export.arch,
                      "text_types": list(text_types), "templates": templates, "taxa": len(taxa), "dim": dim})
