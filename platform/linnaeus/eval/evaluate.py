@@ -6,8 +6,9 @@ Notable:
   `text_type` through the chosen templates; per-rank accuracy is reported both ways (`ranks`).
 - Retrieval uses each image's own caption where the data has one, otherwise its taxon's caption in
   `text_type` (so BioCLIP-style corpora without free text still get a figure).
-- Text features are computed on the driver (one per class or caption); image features come from the
-  Ray Data pipeline (`embed`).
+- Text features are computed on the driver (one per class or caption, through every template), on its
+  GPU when it has one (bf16 autocast; 10,000 species x 80 templates is 800,000 texts, hours on a CPU);
+  image features come from the Ray Data pipeline (`embed`). Scoring stays on the CPU, a chunk at a time.
 """
 
 from __future__ import annotations
@@ -27,18 +28,33 @@ def _tokenizer(arch: str):
     return tokenizer(arch, 77)  # cached per process, and knows the project's own architectures
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _autocast(model):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=_device(model).type == "cuda")
+
+
 @torch.no_grad()
 def _texts(model, arch: str, texts: Sequence[str]) -> torch.Tensor:
-    tokenizer = _tokenizer(arch)
-    return torch.cat([model.encode_text(tokenizer(list(texts[i:i + 512])), normalize=True).float()
-                      for i in range(0, len(texts), 512)])
+    tokenizer, device = _tokenizer(arch), _device(model)
+    with _autocast(model):
+        return torch.cat([model.encode_text(tokenizer(list(texts[i:i + 512])).to(device), normalize=True).float().cpu()
+                          for i in range(0, len(texts), 512)])
+
+
+def _classifier(model, arch: str, names: Sequence[str], templates: str) -> torch.Tensor:
+    with _autocast(model):
+        return zeroshot.classifier(model, _tokenizer(arch), names, zeroshot.TEMPLATES[templates],
+                                   _device(model)).float().cpu()
 
 
 def zero_shot(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
     classes, labels = ranks.rank_classes(data.taxa, cfg.rank)
     known = labels >= 0
     names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
-    weights = zeroshot.classifier(model, _tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
+    weights = _classifier(model, arch, names, cfg.templates)
     top = zeroshot.top_classes(data.features[known], weights)
     out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
            **zeroshot.accuracy_from_top(top, labels[known])}
@@ -56,7 +72,7 @@ def _direct(model, arch: str, data: EvalSet, rank: str, cfg: EvalConfig) -> dict
     if len(classes) < 2:
         return {"classes": len(classes), "note": "one class: nothing to classify"}
     names = [c.taxonomic_name() for c in classes]
-    weights = zeroshot.classifier(model, _tokenizer(arch), names, zeroshot.TEMPLATES[cfg.templates])
+    weights = _classifier(model, arch, names, cfg.templates)
     top = zeroshot.top_classes(data.features[known], weights)
     return {"classes": len(classes), **zeroshot.accuracy_from_top(top, labels[known])}
 
@@ -84,7 +100,7 @@ def retrieval_recall(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
 
 def evaluate(model, arch: str, data: EvalSet, cfg: EvalConfig) -> tuple[dict, dict[str, bytes]]:
     """Figures for every task in `cfg.tasks`, and the PNGs (name -> bytes)."""
-    model = model.eval()
+    model = model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
     results: dict = {"images": len(data.taxa), "skipped_images": len(data.skipped)}
     pngs: dict[str, bytes] = {}
     if "zeroshot" in cfg.tasks:
