@@ -32,8 +32,8 @@ def test_every_infra_yaml_parses_and_k8s_manifests_have_kind_and_name():
     for path in files:
         for doc in _docs(path):
             assert isinstance(doc, dict), path
-    assert {"RayCluster/linnaeus", "RayJob/linnaeus-train", "RayService/linnaeus", "Secret/linnaeus-s3",
-            "Secret/linnaeus-api-key"} <= set(_manifests())
+    assert {"RayCluster/linnaeus", "RayJob/linnaeus-train", "RayService/linnaeus-serve", "Secret/linnaeus-s3",
+            "Secret/linnaeus-api-key", "PodMonitor/linnaeus-ray"} <= set(_manifests())
 
 
 def test_rayservice_is_rendered_from_serve_config_yaml():
@@ -41,10 +41,15 @@ def test_rayservice_is_rendered_from_serve_config_yaml():
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
     assert render.main(["--check"]) == 0, "run: python infra/k8s/render_rayservice.py"
-    served = yaml.safe_load(_manifests()["RayService/linnaeus"]["spec"]["serveConfigV2"])
+    served = yaml.safe_load(_manifests()["RayService/linnaeus-serve"]["spec"]["serveConfigV2"])
     local = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     assert served == render.serve_config_for_cluster(local)
     assert served["http_options"]["host"] == "0.0.0.0"
+    assert served["applications"][0]["args"]["model_gpus"] == 1  # built before GPU workers join: never guess
+    model = next(d for d in served["applications"][0]["deployments"] if d["name"] == "ModelServer")
+    assert model["autoscaling_config"]["min_replicas"] >= 2  # a rolling update always leaves one answering
+    # its own name: KubeRay's <name>-head-svc must not collide with the training RayCluster's
+    assert not set(_manifests()) & {"RayService/linnaeus"}
 
 
 def test_rayjob_entrypoint_names_files_in_the_image_and_a_recipe_that_validates():
@@ -68,13 +73,13 @@ def _containers(manifest: dict) -> list[tuple[str, dict]]:
     return [(name, c) for name, g in groups for c in g["template"]["spec"]["containers"]]
 
 
-@pytest.mark.parametrize("name", ["RayCluster/linnaeus", "RayService/linnaeus"])
+@pytest.mark.parametrize("name", ["RayCluster/linnaeus", "RayService/linnaeus-serve"])
 def test_clusters_run_the_project_image_with_gpu_requests_equal_to_limits_and_known_secrets(name):
     manifests = _manifests()
     secrets = {key.split("/")[1] for key in manifests if key.startswith("Secret/")}
     groups = _containers(manifests[name])
     for group, container in groups:
-        assert container["image"].startswith("linnaeus:"), (group, container["image"])
+        assert container["image"].rsplit("/", 1)[-1] == f"linnaeus:{_version()}", (group, container["image"])
         for ref in container.get("envFrom", []):
             assert ref["secretRef"]["name"] in secrets, (group, ref)
         resources = container["resources"]
@@ -86,9 +91,13 @@ def test_clusters_run_the_project_image_with_gpu_requests_equal_to_limits_and_kn
 def test_api_key_secret_fills_the_variable_the_service_reads():
     from linnaeus.config import ServeArgs
 
-    served = yaml.safe_load(_manifests()["RayService/linnaeus"]["spec"]["serveConfigV2"])
+    served = yaml.safe_load(_manifests()["RayService/linnaeus-serve"]["spec"]["serveConfigV2"])
     variable = served["applications"][0]["args"].get("api_key_env", ServeArgs.model_fields["api_key_env"].default)
     assert variable in _manifests()["Secret/linnaeus-api-key"]["stringData"]
+
+
+def _version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def _ray_pin() -> str:
