@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         from linnaeus.serving.bank import default_location
 
         try:
-            read_export(cfg.model, cfg.s3)
+            export = read_export(cfg.model, cfg.s3)
             taxa = read_taxa(cfg.taxa, cfg.s3)
         except TaxaError as exc:
             raise ValueError(str(exc)) from None
         init_ray()
-        summary = build_label_bank(cfg.model, taxa, cfg.output or default_location(cfg.model),
+        summary = build_label_bank(export, taxa, cfg.output or default_location(cfg.model),
                                    [t.value for t in cfg.text_types], cfg.templates, cfg.actors, cfg.s3)
     except (ConfigError, StorageError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -91,13 +91,15 @@ def publish_model(export: str, out: Path):
     training corpus and the held-out taxa, so the service can name taxa it never trained on."""
     from linnaeus.batch.label_bank import build_label_bank
     from linnaeus.batch.taxa import read_taxa
+    from linnaeus.models import read_export
     from linnaeus.serving.bank import default_location
 
     model = out / "model"
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(export, model, ignore=lambda d, names: [n for n in names if not n.startswith("open_clip")])
     taxa = read_taxa([str(out / "corpus"), str(out / "heldout")])
-    return build_label_bank(str(model), taxa, default_location(str(model)), ["taxonomic_common"], "openai")
+    return build_label_bank(read_export(str(model)), taxa, default_location(str(model)), ["taxonomic_common"],
+                            "openai")
 
 
 def _example_image(out: Path) -> str:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import ray
 
 from linnaeus import storage
-from linnaeus.models import read_export
+from linnaeus.models import Export, read_export
 from linnaeus.serving.bank import META_NAME, taxa_embeddings, to_table, write_meta
 from linnaeus.taxonomy import RANKS, Taxon
 
@@ -73,18 +73,18 @@ class _EmbedTaxa:
         return to_table(taxa, embeddings.numpy())
 
 
-def build_label_bank(model: str, taxa: list[Taxon], output: str, text_types: list[str], templates: str,
+def build_label_bank(export: Export, taxa: list[Taxon], output: str, text_types: list[str], templates: str,
                      actors: int = 1, s3: storage.S3Options | None = None) -> BankSummary:
-    """Embed `taxa` with the exported `model` and write the bank to `output` (Ray must be up)."""
+    """Embed `taxa` with the exported model (read once by the caller, for its digest) and write the bank
+    to `output` (Ray must be up). The actors read the weights themselves."""
     start = time.perf_counter()
-    export = read_export(model, s3)
     out = storage.resolve(output, s3)
     storage.ensure_bucket(out)
     staging = out.join(f"_staging-{uuid.uuid4().hex[:12]}")
     gpus = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {}
     rows = pa.Table.from_pylist([t.as_dict() for t in taxa])
     ds = ray.data.from_arrow(rows).map_batches(
-        _EmbedTaxa, fn_constructor_args=(model, text_types, templates, s3), batch_size=TAXA_PER_BATCH,
+        _EmbedTaxa, fn_constructor_args=(export.uri, text_types, templates, s3), batch_size=TAXA_PER_BATCH,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0.5 if not gpus else 1, **gpus)
     ds.write_parquet(staging.path, filesystem=out.fs)

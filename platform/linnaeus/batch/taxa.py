@@ -10,8 +10,6 @@ Notable:
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Iterable
 
 import pyarrow.parquet as pq
@@ -60,13 +58,12 @@ def _from_corpus(root: storage.Location) -> list[Taxon]:
 
 
 def _from_csv(loc: storage.Location) -> list[Taxon]:
-    text = storage.read_bytes(loc).decode("utf-8-sig", errors="replace")
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [r for r in RANKS if r not in (reader.fieldnames or [])]
-    if missing:
-        raise TaxaError(f"{loc.uri}: missing column(s) {missing}; header is {reader.fieldnames}")
+    try:
+        rows = sources.read_csv(loc, RANKS)
+    except sources.SourceError as exc:
+        raise TaxaError(str(exc)) from None
     taxa = []
-    for line, row in enumerate(reader, start=2):
+    for line, row in rows:
         try:
             taxa.append(Taxon.from_ranks(row, row.get("common_name")))
         except TaxonomyError as exc:

@@ -58,7 +58,7 @@ def _taxon_row(row: dict, where: str) -> Taxon:
         raise TaxonomyError(f"{where}: {exc}") from None
 
 
-def _read_csv(loc: storage.Location, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+def read_csv(loc: storage.Location, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     text = storage.read_bytes(loc).decode("utf-8-sig", errors="replace")
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
@@ -80,7 +80,7 @@ def plan_folder(root: storage.Location) -> Plan:
     plan = Plan()
     taxa: dict[str, Taxon] = {}
     bad_folders: dict[str, str] = {}
-    for line, row in _read_csv(taxa_loc, ("folder", *RANKS)):
+    for line, row in read_csv(taxa_loc, ("folder", *RANKS)):
         where = f"{TAXA_CSV}:{line}"
         folder = clean_name(row.get("folder"))
         if None in row or None in row.values():  # too many / too few fields on this line
@@ -115,7 +115,7 @@ def plan_csv(csv_loc: storage.Location) -> Plan:
     optional `image_id` and `caption`."""
     plan = Plan()
     base = csv_loc.uri.rsplit("/", 1)[0]
-    for line, row in _read_csv(csv_loc, ("path", *RANKS)):
+    for line, row in read_csv(csv_loc, ("path", *RANKS)):
         where = f"{csv_loc.uri.rsplit('/', 1)[-1]}:{line}"
         path = clean_name(row.get("path"))
         if None in row or None in row.values() or not path:

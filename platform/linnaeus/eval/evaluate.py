@@ -36,12 +36,9 @@ def _autocast(model):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=_device(model).type == "cuda")
 
 
-@torch.no_grad()
 def _texts(model, arch: str, texts: Sequence[str]) -> torch.Tensor:
-    tokenizer, device = _tokenizer(arch), _device(model)
     with _autocast(model):
-        return torch.cat([model.encode_text(tokenizer(list(texts[i:i + 512])).to(device), normalize=True).float().cpu()
-                          for i in range(0, len(texts), 512)])
+        return zeroshot.encode_texts(model, _tokenizer(arch), texts, _device(model)).cpu()
 
 
 def _classifier(model, arch: str, names: Sequence[str], templates: str) -> torch.Tensor:

@@ -41,6 +41,14 @@ def class_names(taxa: Sequence[Taxon], text_type: TextType | str) -> tuple[list[
 
 
 @torch.no_grad()
+def encode_texts(model, tokenizer, texts: Sequence[str], device: str | torch.device = "cpu",
+                 texts_per_batch: int = 1024) -> torch.Tensor:
+    """[N, D] normalised float32 text features on `device`, texts as given, a batch at a time."""
+    return torch.cat([F.normalize(model.encode_text(tokenizer(list(texts[i:i + texts_per_batch])).to(device))
+                                  .float(), dim=-1) for i in range(0, len(texts), texts_per_batch)])
+
+
+@torch.no_grad()
 def classifier(model, tokenizer, names: Sequence[str], templates: Sequence[Callable[[str], str]],
                device: str | torch.device = "cpu", texts_per_batch: int = 1024) -> torch.Tensor:
     """The [D, C] zero-shot weights: per class, the normalised mean of its normalised template embeddings."""
@@ -48,8 +56,8 @@ def classifier(model, tokenizer, names: Sequence[str], templates: Sequence[Calla
     columns = []
     for start in range(0, len(names), per_batch):
         chunk = names[start:start + per_batch]
-        tokens = tokenizer([t(name) for name in chunk for t in templates]).to(device)
-        embedded = F.normalize(model.encode_text(tokens).float(), dim=-1)
+        embedded = encode_texts(model, tokenizer, [t(name) for name in chunk for t in templates], device,
+                                texts_per_batch=len(chunk) * len(templates))
         columns.append(F.normalize(embedded.reshape(len(chunk), len(templates), -1).mean(dim=1), dim=-1))
     return torch.cat(columns).T
 

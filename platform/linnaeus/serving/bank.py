@@ -112,13 +112,8 @@ class LabelBank:
 
     @classmethod
     def load(cls, uri: str, s3: storage.S3Options | None = None) -> "LabelBank":
-        root = storage.resolve(uri, s3)
-        meta_loc = root.join(META_NAME)
-        if not storage.exists(meta_loc):
-            raise BankError(f"{root.uri}: not a label bank ({META_NAME} is missing; "
-                            "build one with jobs/build_label_bank.py)")
-        meta = json.loads(storage.read_bytes(meta_loc))
-        table = _read_parts(root)
+        meta = read_meta(uri, s3)
+        table = _read_parts(storage.resolve(uri, s3))
         taxa = _taxa(table)
         dim = meta["dim"]
         flat = table.column("embedding").combine_chunks().flatten().to_numpy()
@@ -140,16 +135,15 @@ def taxa_embeddings(model, tokenizer, taxa: Sequence[Taxon], text_types: Sequenc
 def read_meta(uri: str, s3: storage.S3Options | None = None) -> dict:
     meta_loc = storage.resolve(uri, s3).join(META_NAME)
     if not storage.exists(meta_loc):
-        raise BankError(f"{storage.resolve(uri, s3).uri}: not a label bank ({META_NAME} is missing)")
+        raise BankError(f"{storage.resolve(uri, s3).uri}: not a label bank ({META_NAME} is missing; "
+                        "build one with jobs/build_label_bank.py)")
     return json.loads(storage.read_bytes(meta_loc))
 
 
 def load_taxa(uri: str, s3: storage.S3Options | None = None) -> list[Taxon]:
     """Only the taxa of a bank (no embeddings): enough to check subset names before a job starts."""
-    root = storage.resolve(uri, s3)
-    if not storage.exists(root.join(META_NAME)):
-        raise BankError(f"{root.uri}: not a label bank ({META_NAME} is missing)")
-    return _taxa(_read_parts(root, [*RANKS, "common_name"]))
+    read_meta(uri, s3)  # no _bank.json, no bank
+    return _taxa(_read_parts(storage.resolve(uri, s3), [*RANKS, "common_name"]))
 
 
 def _read_parts(root: storage.Location, columns: list[str] | None = None) -> pa.Table:

@@ -89,15 +89,10 @@ class Predictor:
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.encode_pixels(torch.stack([self.pixels(im) for im in images]))
 
-    @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Normalised float32 text features [N, D], texts as given (no templates)."""
-        out = []
-        for start in range(0, len(texts), 1024):
-            tokens = self.tokenizer(list(texts[start:start + 1024])).to(self.device)
-            with self._autocast():
-                out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
-        return torch.cat(out)
+        with self._autocast():
+            return zeroshot.encode_texts(self.model, self.tokenizer, texts, self.device).cpu()
 
     def label_embeddings(self, labels: Sequence[str], templates: str = "openai") -> torch.Tensor:
         """[L, D] template-averaged label embeddings, through the LRU cache."""
@@ -127,10 +122,12 @@ class Predictor:
         """Per image, the top-k taxa at `rank` with probabilities summed up from the bank's leaves."""
         bank = self._require_bank()
         of_entry, groups = bank.groups(rank)
-        rows = bank.subset(subset) if subset else torch.arange(len(bank))
-        embeddings = bank.embeddings[rows.to(bank.embeddings.device)].float()
+        embeddings, target = bank.embeddings, of_entry
+        if subset:  # only a subset gathers rows: the whole bank (450k taxa: 900 MB) is never copied per request
+            rows = bank.subset(subset)
+            embeddings, target = embeddings[rows.to(embeddings.device)], target[rows]
         probs = (self.logit_scale * features.to(embeddings.device).float() @ embeddings.T).softmax(dim=-1)
-        target = of_entry[rows].to(probs.device)
+        target = target.to(probs.device)
         known = target >= 0
         if not known.any():
             raise BankError(f"rank {rank!r}: no taxon in the label bank{' subset' if subset else ''} "
