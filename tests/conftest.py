@@ -32,6 +32,26 @@ def synthetic_folder(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def ingest_synthetic(synthetic_folder, tmp_path_factory):
+    """`ingest_synthetic(shard_rows)`: the synthetic folder ingested into a local corpus (one per shard
+    size, made once per session; the caller's module must have Ray running)."""
+    from linnaeus.config import IngestConfig
+    from linnaeus.data.ingest import run_ingest
+
+    made: dict[int, Path] = {}
+
+    def ingest(shard_rows: int) -> Path:
+        if shard_rows not in made:
+            out = tmp_path_factory.mktemp(f"corpus-{shard_rows}")
+            run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out),
+                                    shard_rows=shard_rows))
+            made[shard_rows] = out
+        return made[shard_rows]
+
+    return ingest
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """One local Ray per test module (2 CPUs, no dashboard), as the house rules ask."""

@@ -95,7 +95,8 @@ class ScheduleSection(Strict):
     accumulation: int = Field(1, ge=1, description="micro-batches per optimiser step")
     epochs: float = Field(1.0, gt=0)
     steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "bf16", "fp32", "fp8", "fp8-rowwise"] = Field(
+        "auto", description="auto: bf16 on GPU, fp32 on CPU; fp8*: FP8 MLP matmuls on Hopper (torchao)")
     log_every: int = Field(10, ge=1)
 
 
@@ -164,6 +165,14 @@ class TrainConfig(Strict):
             if getattr(self.data, key) != value:
                 raise ValueError(f"data.{key}={getattr(self.data, key)!r} does not match model.arch "
                                  f"{self.model.arch!r}, which needs {value!r} (leave it unset)")
+        if self.schedule.precision.startswith("fp8"):
+            from linnaeus.train import float8
+
+            if not self.scaling.use_gpu:
+                raise ValueError(f"schedule.precision={self.schedule.precision} needs GPUs (scaling.use_gpu: true)")
+            if not float8.available():
+                raise ValueError(f"schedule.precision={self.schedule.precision} needs torchao: "
+                                 "pip install 'linnaeus[fp8]'")
         if self.faults and self.faults.rank >= self.scaling.workers:
             raise ValueError(f"faults.rank={self.faults.rank} but there are {self.scaling.workers} workers")
         return self

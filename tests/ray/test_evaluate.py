@@ -11,8 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linnaeus.config import IngestConfig
-from linnaeus.data.ingest import run_ingest
 from linnaeus.eval.embed import embed_images, embed_local
 from linnaeus.eval.modelref import build_model
 from linnaeus.models import create_model, export_model
@@ -21,10 +19,8 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def corpus(synthetic_folder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("eval-corpus")
-    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out), shard_rows=40))
-    return out
+def corpus(ingest_synthetic) -> Path:
+    return ingest_synthetic(40)
 
 
 def test_pipeline_features_equal_a_plain_single_process_loop(corpus):

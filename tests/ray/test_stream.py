@@ -11,9 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from linnaeus import storage
-from linnaeus.config import IngestConfig, StreamConfig
+from linnaeus.config import StreamConfig
 from linnaeus.data import shards
-from linnaeus.data.ingest import run_ingest
 from linnaeus.data.loader import iter_train_batches
 from linnaeus.data.stream import build_stream, tokenizer, unit_order
 from linnaeus.taxonomy import stable_hash64
@@ -23,11 +22,8 @@ ROWS = 96  # 8 taxa x 12 images
 
 
 @pytest.fixture(scope="module")
-def corpus(synthetic_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out),
-                            shard_rows=20))
-    return out
+def corpus(ingest_synthetic):
+    return ingest_synthetic(20)
 
 
 def _cfg(corpus, **kw) -> StreamConfig:

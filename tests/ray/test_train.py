@@ -10,8 +10,6 @@ import open_clip
 import pytest
 import torch
 
-from linnaeus.config import IngestConfig
-from linnaeus.data.ingest import run_ingest
 from linnaeus.models import WEIGHTS_NAME, register_configs
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -19,10 +17,8 @@ DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml
 
 
 @pytest.fixture(scope="module")
-def corpus(synthetic_folder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("train-corpus")
-    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output=str(out), shard_rows=24))
-    return out
+def corpus(ingest_synthetic) -> Path:
+    return ingest_synthetic(24)
 
 
 def _args(corpus: Path, runs: Path, name: str, *sets: str) -> list[str]:

@@ -110,3 +110,21 @@ def test_predict_job_never_empties_its_input_or_an_unrelated_folder(load_job, tm
     assert load_job("predict").main(["--model", "m", "--input", str(photos), "--output", str(other)]) == 2
     assert "is not an earlier predictions output" in capsys.readouterr().err
     assert (photos / "a.jpg").exists() and (other / "notes.txt").exists() and not ray.is_initialized()
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["schedule.precision=fp8"], "needs GPUs"),
+    (["schedule.batch_size=0"], "schedule.batch_size"),
+])
+def test_benchmark_train_rejects_recipes_that_cannot_run_before_ray(load_job, tmp_path, capsys, sets, message):
+    argv = ["--config", "jobs/configs/demo.yaml", "--output", str(tmp_path), "--modes", "ceiling,e2e",
+            *[a for s in sets for a in ("--set", s)]]
+    assert load_job("benchmark_train").main(argv) == 2
+    assert message in capsys.readouterr().err and not ray.is_initialized()
+
+
+@pytest.mark.parametrize("argv", [["--modes", "ceiling,warp"], ["--steps", "10", "--warmup-steps", "10"]])
+def test_benchmark_train_rejects_bad_arguments(load_job, tmp_path, argv):
+    with pytest.raises(SystemExit) as exc:
+        load_job("benchmark_train").main(["--config", "jobs/configs/demo.yaml", "--output", str(tmp_path), *argv])
+    assert exc.value.code == 2 and not ray.is_initialized()

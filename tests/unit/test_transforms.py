@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from linnaeus.data.device_decode import crop_params, decode_and_augment, normalise
+from linnaeus.data.device_decode import crop_boxes, crop_params, decode_and_augment, normalise, resized_crops
 from linnaeus.data.stream import crop_pixels, looks_like_jpeg, tokenizer, train_transform
 
 
@@ -77,3 +77,45 @@ def test_device_decode_matches_pil_pixels_for_a_full_crop():
 def test_device_decode_of_an_empty_batch_has_the_right_shape(size):
     images, keep = decode_and_augment([], size, (0.9, 1.0), "cpu")
     assert images.shape == (0, 3, size, size) and keep.numel() == 0
+
+
+def test_crop_boxes_for_a_batch_keep_torchvisions_rule():
+    sizes = [(100, 200), (256, 300), (40, 41), (30, 600)]  # the last cannot fit a 3:4..4:3 box of 90%
+    boxes = crop_boxes(sizes * 25, (0.5, 1.0), torch.Generator().manual_seed(0))
+    assert np.array_equal(boxes, crop_boxes(sizes * 25, (0.5, 1.0), torch.Generator().manual_seed(0)))
+    for (height, width), (top, left, h, w) in zip(sizes * 25, boxes):
+        assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
+        if (height, width) != (30, 600):
+            assert 0.5 * height * width * 0.9 <= h * w and 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+    top, left, h, w = boxes[3]  # fallback: a central crop at the nearest allowed ratio (4:3)
+    assert (h, w) == (30, 40) and left == (600 - 40) // 2
+
+
+def _gradient(h: int, w: int) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) % 256]).to(torch.uint8)
+
+
+def test_resized_crops_equal_each_image_cut_alone_whatever_the_padding():
+    images = [_gradient(60, 90), _gradient(200, 150), _gradient(64, 64), _gradient(31, 47)]
+    boxes = crop_boxes([tuple(i.shape[-2:]) for i in images], (0.6, 1.0), torch.Generator().manual_seed(1))
+    together = resized_crops(images, boxes, 32)
+    alone = torch.cat([resized_crops([i], b[None], 32) for i, b in zip(images, boxes)])
+    small_batches = resized_crops(images, boxes, 32, max_padded=3 * 64 * 64 * 2)
+    assert together.shape == (4, 3, 32, 32)
+    assert torch.allclose(together, alone, atol=1e-3) and torch.allclose(small_batches, alone, atol=1e-3)
+
+
+def test_a_full_crop_at_the_same_size_is_the_image_itself():
+    image = _gradient(48, 48)
+    out = resized_crops([image, _gradient(100, 120)], np.array([[0, 0, 48, 48], [0, 0, 100, 120]]), 48)
+    assert torch.equal(out[0], image.float())
+
+
+def test_resized_crops_stay_close_to_an_antialiased_resize():
+    image = _gradient(200, 300)
+    box = np.array([[20, 30, 150, 200]])
+    ours = resized_crops([image], box, 64)[0]
+    reference = torch.nn.functional.interpolate(image[None, :, 20:170, 30:230].float(), size=(64, 64),
+                                                mode="bilinear", antialias=True, align_corners=False)[0]
+    assert (ours - reference).abs().mean() < 2.0  # grey levels, on smooth content

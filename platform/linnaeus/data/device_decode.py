@@ -5,20 +5,26 @@ Notable:
   runs (slowly), which is how CI tests this path without a GPU.
 - A batch that fails to decode is retried image by image so that one corrupt JPEG costs only itself;
   the caller gets a keep-mask and drops the matching text rows.
-- The augmentation matches open_clip's training transform: RandomResizedCrop with the crop scale and
-  torchvision's default ratio (3/4, 4/3), bicubic resize, CLIP mean/std.
+- The augmentation is open_clip's training transform, batched: RandomResizedCrop's rule with the crop
+  scale and torchvision's default ratio (3/4, 4/3), drawn for the whole batch at once (`crop_boxes`),
+  then every crop resized by one `roi_align` per group of similar sizes (`resized_crops`), CLIP
+  mean/std. The resize is bilinear with box-filter antialiasing rather than open_clip's bicubic: a
+  bicubic resize per image costs several kernel launches and tiny tensor operations each, Python work
+  that competes with the training step for the interpreter (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.ops import roi_align
 
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+MAX_PADDED_ELEMENTS = 2**27  # one resize batch: 512 MiB of float32
 
 
 def _decode(jpegs: Sequence[bytes], device: torch.device) -> list[torch.Tensor | None]:
@@ -37,31 +43,91 @@ def _decode(jpegs: Sequence[bytes], device: torch.device) -> list[torch.Tensor |
         return out
 
 
+def crop_boxes(sizes: Sequence[tuple[int, int]], scale: tuple[float, float],
+               generator: torch.Generator | None = None, ratio: tuple[float, float] = (3 / 4, 4 / 3),
+               attempts: int = 10) -> np.ndarray:
+    """torchvision's RandomResizedCrop.get_params for a whole batch at once: [N, 4] (top, left, h, w).
+
+    The same rule (up to `attempts` draws of area and aspect, the first that fits wins, else a central
+    crop at the nearest allowed ratio), with every draw for the batch taken in three generator calls
+    instead of a dozen tiny tensor operations per image."""
+    n = len(sizes)
+    hw = np.asarray(sizes, dtype=np.float64).reshape(n, 2)
+    height, width = hw[:, :1], hw[:, 1:]
+    area = (height * width)
+    target = area * torch.empty(n, attempts, dtype=torch.float64).uniform_(*scale, generator=generator).numpy()
+    log_r = np.log(ratio)
+    aspect = np.exp(torch.empty(n, attempts, dtype=torch.float64).uniform_(log_r[0], log_r[1],
+                                                                            generator=generator).numpy())
+    position = torch.rand(n, 2, dtype=torch.float64, generator=generator).numpy()
+    w = np.round(np.sqrt(target * aspect))
+    h = np.round(np.sqrt(target / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.argmax(axis=1)
+    rows = np.arange(n)
+    ok = fits[rows, first]
+    h, w = h[rows, first], w[rows, first]
+    height, width = height[:, 0], width[:, 0]
+    # Fallback: a central crop at the nearest allowed ratio, as torchvision does.
+    in_ratio = width / height
+    fb_w = np.where(in_ratio < ratio[0], width, np.where(in_ratio > ratio[1], np.round(height * ratio[1]), width))
+    fb_h = np.where(in_ratio < ratio[0], np.round(width / ratio[0]), height)
+    h, w = np.where(ok, h, fb_h), np.where(ok, w, fb_w)
+    top = np.where(ok, np.floor(position[:, 0] * (height - h + 1)), (height - h) // 2)
+    left = np.where(ok, np.floor(position[:, 1] * (width - w + 1)), (width - w) // 2)
+    return np.stack([top, left, h, w], axis=1).astype(np.int64)
+
+
 def crop_params(height: int, width: int, scale: tuple[float, float],
                 generator: torch.Generator | None = None,
                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop.get_params, drawing from `generator` (top, left, h, w)."""
-    area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
-    for _ in range(10):
-        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1],
-                                                    generator=generator)).item()
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-            return top, left, h, w
-    # Fallback to a central crop at the nearest allowed ratio, as torchvision does.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    """One image's (top, left, h, w): `crop_boxes` for a batch of one."""
+    return tuple(int(v) for v in crop_boxes([(height, width)], scale, generator, ratio)[0])
+
+
+def resized_crops(images: list[torch.Tensor], boxes: np.ndarray, size: int,
+                  max_padded: int = MAX_PADDED_ELEMENTS) -> torch.Tensor:
+    """Crop boxes[i] out of images[i] ([3,H,W] uint8) and resize each to size x size: [N,3,S,S] float
+    in 0..255. Images of a similar size are padded into one batch and cut by one `roi_align`, whose
+    adaptive sampling averages ceil(crop / size) points per output pixel and axis (a box filter against
+    aliasing); batches stay under `max_padded` elements, so one huge photo cannot blow up the rest."""
+    device = images[0].device
+    out = torch.empty((len(images), 3, size, size), device=device)
+    order = sorted(range(len(images)), key=lambda i: images[i].shape[-2] * images[i].shape[-1])
+    for chunk in _chunks(order, images, max_padded):
+        hmax = max(images[i].shape[-2] for i in chunk)
+        wmax = max(images[i].shape[-1] for i in chunk)
+        padded = torch.zeros((len(chunk), 3, hmax, wmax), device=device)
+        for j, i in enumerate(chunk):
+            h, w = images[i].shape[-2:]
+            padded[j, :, :h, :w].copy_(images[i])
+            # roi_align's last samples reach up to half a pixel past a crop that ends at the image's
+            # edge: repeat the edge there, as an unpadded image would (zeros would darken the border).
+            if w < wmax:
+                padded[j, :, :h, w].copy_(images[i][:, :, -1])
+            if h < hmax:
+                padded[j, :, h, :w + (w < wmax)].copy_(padded[j, :, h - 1, :w + (w < wmax)])
+        top, left, h, w = (boxes[chunk].T).astype(np.float32)
+        rois = np.stack([np.arange(len(chunk), dtype=np.float32), left, top, left + w, top + h], axis=1)
+        crops = roi_align(padded, torch.from_numpy(rois).to(device), output_size=size, spatial_scale=1.0,
+                          sampling_ratio=-1, aligned=True)
+        out[torch.tensor(chunk, device=device)] = crops
+    return out
+
+
+def _chunks(order: list[int], images: list[torch.Tensor], max_padded: int):
+    chunk: list[int] = []
+    hmax = wmax = 0
+    for i in order:
+        h, w = images[i].shape[-2:]
+        nh, nw = max(hmax, h), max(wmax, w)
+        if chunk and (len(chunk) + 1) * 3 * nh * nw > max_padded:
+            yield chunk
+            chunk, nh, nw = [], h, w
+        chunk.append(i)
+        hmax, wmax = nh, nw
+    if chunk:
+        yield chunk
 
 
 def decode_and_augment(jpegs: Sequence[bytes], image_size: int, crop_scale: tuple[float, float],
@@ -71,15 +137,11 @@ def decode_and_augment(jpegs: Sequence[bytes], image_size: int, crop_scale: tupl
     device = torch.device(device)
     decoded = _decode(jpegs, device)
     keep = torch.tensor([d is not None for d in decoded], dtype=torch.bool)
-    crops = []
-    for image in (d for d in decoded if d is not None):
-        top, left, h, w = crop_params(image.shape[-2], image.shape[-1], crop_scale, generator)
-        patch = image[:, top:top + h, left:left + w].unsqueeze(0).float()
-        crops.append(F.interpolate(patch, size=(image_size, image_size), mode="bicubic",
-                                   align_corners=False, antialias=True).clamp_(0, 255)[0])
-    if not crops:
+    images = [d for d in decoded if d is not None]
+    if not images:
         return torch.zeros((0, 3, image_size, image_size), device=device), keep
-    return normalise(torch.stack(crops)), keep
+    boxes = crop_boxes([tuple(image.shape[-2:]) for image in images], crop_scale, generator)
+    return normalise(resized_crops(images, boxes, image_size)), keep
 
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ Notable:
 - `decode="cpu"` streams augmented uint8 pixels through `iter_torch_batches` and normalises them on
   `device` (CLIP mean/std), so the object store carries a quarter of the bytes of float32; `decode="gpu"` streams JPEG bytes
   through `iter_batches` and decodes them on `device` (nvJPEG), dropping the text rows of any image
-  that fails to decode so image i and text i always stay a pair.
+  that fails to decode so image i and text i always stay a pair. That work runs in a background
+  thread on a side CUDA stream (`prefetch.Prefetcher`), `prefetch_batches` ahead of the trainer.
 - This is what a Ray Train worker calls on `ray.train.get_dataset_shard(...)`; it does not itself touch
   `ray.train`.
 """
@@ -18,6 +19,7 @@ import torch
 
 from linnaeus.config import StreamConfig
 from linnaeus.data.device_decode import decode_and_augment, normalise
+from linnaeus.data.prefetch import Prefetcher
 from linnaeus.models import tokenizer
 
 
@@ -26,10 +28,18 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
                        ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key, epoch, position [B]} on `device`."""
     if cfg.decode == "cpu":
-        for batch in iterator.iter_torch_batches(batch_size=batch_size, device=device,
-                                                 drop_last=drop_last, prefetch_batches=prefetch_batches):
-            yield {**batch, "image": normalise(batch["image"])}
-        return
+        return _cpu_batches(iterator, batch_size, device, drop_last, prefetch_batches)
+    return Prefetcher(lambda: _gpu_batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches),
+                      device, depth=prefetch_batches)
+
+
+def _cpu_batches(iterator, batch_size: int, device, drop_last: bool, prefetch_batches: int):
+    for batch in iterator.iter_torch_batches(batch_size=batch_size, device=device,
+                                             drop_last=drop_last, prefetch_batches=prefetch_batches):
+        yield {**batch, "image": normalise(batch["image"])}
+
+
+def _gpu_batches(iterator, cfg: StreamConfig, batch_size: int, device, drop_last: bool, prefetch_batches: int):
     generator = torch.Generator().manual_seed(cfg.seed)
     for batch in iterator.iter_batches(batch_size=batch_size, batch_format="numpy",
                                        drop_last=drop_last, prefetch_batches=prefetch_batches):

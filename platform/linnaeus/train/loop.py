@@ -8,6 +8,8 @@ Notable:
   contributes to (its RNG state; rank 0 adds the model, optimiser, scheduler and progress).
 - The loss shown is the mean over ranks; img/s counts the global batch; "data wait" is the share of
   rank 0's time spent blocked on the stream, the number to watch when the GPUs are starved.
+- Between progress lines nothing waits for the GPU (see `step.StepResult`): the data position is read
+  only when a checkpoint needs it, and with `decode=gpu` the equal-batch check reduces over gloo.
 - `faults.kill_at_step` kills one worker process once (a marker in the run folder stops it repeating
   after the restart): the chaos test of the failure path.
 """
@@ -27,12 +29,11 @@ import torch.distributed as dist
 
 from linnaeus import storage
 from linnaeus.data.loader import iter_train_batches
-from linnaeus.models import create_model
 from linnaeus.train import checkpoint as ckpt
 from linnaeus.train import metrics as train_metrics
 from linnaeus.train.loss import clip_loss
-from linnaeus.train.optim import build_optimizer, cosine_with_warmup
-from linnaeus.train.plan import TrainPlan, init_seed
+from linnaeus.train.build import build_model, build_optimisation, compile_model
+from linnaeus.train.plan import TrainPlan
 from linnaeus.train.step import TrainStep, unwrap
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    model = create_model(cfg.model.arch, cfg.model.init, cfg.s3, seed=init_seed(cfg.seed, rank)).to(device)
-    if cfg.model.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
-    scheduler = cosine_with_warmup(optimizer, cfg.optim.warmup_steps, plan.total_steps)
+    model = build_model(cfg, device, rank)
+    optimizer, scheduler = build_optimisation(cfg, model, plan.total_steps)
     progress = _restore(rank, model, optimizer, scheduler) or ckpt.Progress(total_steps=plan.total_steps)
-    if cfg.model.compile:
-        model.compile()
+    compile_model(cfg, model)
     ddp = ray.train.torch.prepare_model(model)
     step = TrainStep(ddp, clip_loss(rank, world), optimizer, scheduler, device, cfg.schedule.precision,
                      cfg.optim.grad_clip_norm)
@@ -65,16 +62,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         log.info("[train] rank 0 of %d on %s, from step %d/%d, global batch %d", world, device,
                  progress.step, plan.total_steps, cfg.global_batch)
+    sizes_group = dist.new_group(backend="gloo") if world > 1 and cfg.data.decode == "gpu" else None
     while progress.step < plan.total_steps:
         micro = meter.take(batches, cfg.schedule.accumulation)
         if cfg.data.decode == "gpu":
-            micro = _equal_across_ranks(micro, batches, meter, device)
+            micro = _equal_across_ranks(micro, batches, meter, sizes_group)
         result = step(micro)
         progress.step += 1
-        progress.position = min(int(b["position"].min()) for b in micro)
         progress.epoch = progress.step * cfg.global_batch / plan.rows
         _maybe_fail(plan, rank, progress.step)
-        _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result)
+        _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result,
+                [b["position"] for b in micro])
 
 
 def _quiet_report_lines() -> None:
@@ -129,15 +127,17 @@ class Meter:
         return out
 
 
-def _equal_across_ranks(micro: list[dict], batches, meter: Meter, device) -> list[dict]:
+def _equal_across_ranks(micro: list[dict], batches, meter: Meter, group) -> list[dict]:
     """With `decode=gpu` an image nvJPEG refuses is dropped on its rank only, but the gathered loss needs
     the same batch size on every rank: cut each micro-batch to the smallest across ranks, and replace
-    (on every rank alike) any micro-batch that some rank has emptied."""
+    (on every rank alike) any micro-batch that some rank has emptied. The sizes go through a CPU (gloo)
+    `group`: a reduce on the GPU would make the host wait for the step still running there."""
     while True:
-        sizes = torch.tensor([len(b["text"]) for b in micro], dtype=torch.int64, device=device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(sizes, op=dist.ReduceOp.MIN)
-        sizes = sizes.tolist()
+        sizes = [len(b["text"]) for b in micro]
+        if group is not None:
+            shared = torch.tensor(sizes, dtype=torch.int64)
+            dist.all_reduce(shared, op=dist.ReduceOp.MIN, group=group)
+            sizes = shared.tolist()
         if min(sizes) > 0:
             return [{k: v[:n] for k, v in b.items()} for b, n in zip(micro, sizes)]
         micro = [b for b, n in zip(micro, sizes) if n > 0] + meter.take(batches, sizes.count(0))
@@ -152,7 +152,7 @@ def _all_reduce(value: float, device: torch.device, op=dist.ReduceOp.SUM) -> flo
 
 
 def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, progress: ckpt.Progress,
-            meter: Meter, result) -> None:
+            meter: Meter, result, positions: list[torch.Tensor]) -> None:
     step, c = progress.step, plan.config
     last = step == plan.total_steps
     save = last or step % c.checkpoint.every_steps == 0
@@ -168,7 +168,8 @@ def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, pro
     if not save:
         ray.train.report(metrics)
         return
-    progress.position = int(_all_reduce(progress.position, device, dist.ReduceOp.MIN))
+    position = min(int(p.min()) for p in positions)  # read here only: it waits for the device
+    progress.position = int(_all_reduce(position, device, dist.ReduceOp.MIN))
     with tempfile.TemporaryDirectory() as folder:
         ckpt.save(folder, rank, unwrap(model), optimizer, scheduler, progress)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),

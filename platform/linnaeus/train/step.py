@@ -10,6 +10,9 @@ Notable:
   under DDP it must be the last: the synchronised pass is where DDP expects every parameter's gradient.
 - Under DDP, gradients are all-reduced once per step (`no_sync` on all but the last micro-batch).
 - bf16 autocast on GPU, fp32 on CPU by default; the logit scale is clamped to ln(100) after each step.
+- No host-device synchronisation: the step only queues GPU work, and `StepResult` turns its tensors
+  into numbers when (and only when) someone reads them, so the trainer prepares the next batch while
+  the GPU still runs this step. Reading a result every step would serialise the two again.
 - Nothing here knows about Ray: the caller passes the (possibly DDP-wrapped) model and the loss.
 """
 
@@ -25,9 +28,10 @@ MAX_LOGIT_SCALE = math.log(100)
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context for `precision` (auto | bf16 | fp32) on `device`."""
+    """The autocast context for `precision` (auto | bf16 | fp32 | fp8 | fp8-rowwise) on `device`."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
+    # bf16 | fp8*: FP8 recipes run bf16 autocast around their float8 linears (linnaeus.train.float8).
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -37,9 +41,23 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 @dataclass
 class StepResult:
-    loss: float
-    grad_norm: float | None
-    logit_scale: float
+    """A step's loss, gradient norm and temperature, read from the device only when asked."""
+
+    loss_tensor: torch.Tensor
+    grad_norm_tensor: torch.Tensor | None
+    logit_scale_tensor: torch.Tensor
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_tensor)
+
+    @property
+    def grad_norm(self) -> float | None:
+        return None if self.grad_norm_tensor is None else float(self.grad_norm_tensor)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.logit_scale_tensor)
 
 
 class TrainStep:
@@ -59,21 +77,21 @@ class TrainStep:
             loss = self._accumulated(micro_batches)
         grad_norm = None
         if self.grad_clip_norm is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
             scale = unwrap(self.model).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        return StepResult(loss=loss, grad_norm=grad_norm, logit_scale=float(scale.detach().exp()))
+        return StepResult(loss, grad_norm, scale.detach().exp())
 
-    def _single(self, batch: dict[str, torch.Tensor]) -> float:
+    def _single(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with autocast_for(self.device, self.precision):
             image_features, text_features, logit_scale = self.model(batch["image"], batch["text"])
             loss = self.loss_fn(image_features, text_features, logit_scale)
         loss.backward()
-        return float(loss.detach())
+        return loss.detach()
 
-    def _accumulated(self, micro_batches: list[dict[str, torch.Tensor]]) -> float:
+    def _accumulated(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         cached_images, cached_texts = [], []
         with torch.no_grad(), autocast_for(self.device, self.precision):
             for batch in micro_batches:
@@ -93,4 +111,4 @@ class TrainStep:
                     texts = torch.cat(cached_texts[:j] + [text_features] + cached_texts[j + 1:])
                     loss = self.loss_fn(images, texts, logit_scale)
                 loss.backward()
-        return float(loss.detach())
+        return loss.detach()

@@ -1,0 +1,153 @@
+"""The training benchmark: one recipe measured four ways, side by side.
+
+- `ceiling`: the model-only rate (synthetic tensors, `linnaeus.train.ceiling`), per device.
+- `data`: the data path alone: the recipe's Ray Data stream consumed as a train worker consumes it
+  (decoded, cropped, normalised on its device), with no model. When this is below the ceiling, the
+  data path cannot feed the GPU whatever the trainer does: the case for `data.decode: gpu`.
+- `e2e`: the real job (`run_training`: Ray Train, the stream, checkpoints, export), read from the run's
+  own metric history; steady state = the logging windows after `warmup` steps.
+- `openclip`: open_clip's own trainer on the same images (as WebDataset tars) with the same settings.
+
+Notable:
+- Rates are images/s per GPU (a multi-worker e2e figure is divided by the worker count), so they
+  compare with the single-device ceiling directly.
+- Steady-state rates are total images over total time of the steady windows, not a mean of window
+  rates (which would overweight fast windows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from linnaeus import storage
+from linnaeus.config import TrainConfig
+from linnaeus.data.loader import iter_train_batches
+from linnaeus.data.stream import build_stream
+from linnaeus.data.webdataset import export_webdataset
+from linnaeus.train.ceiling import flop_figures, sync
+from linnaeus.train.openclip_baseline import run_openclip
+from linnaeus.train.plan import TrainPlan
+
+log = logging.getLogger(__name__)
+
+
+def steady(records: list[dict], first_step: int, batch_per_step: int, step_key: str = "step") -> dict:
+    """Images/s and data wait over the records whose window ends after `first_step`. Each record is one
+    logging window {step, images_per_s, data_wait} covering the steps since the previous record."""
+    images = seconds = waited = 0.0
+    previous = 0
+    for record in records:
+        steps = record[step_key] - previous
+        previous = record[step_key]
+        if record[step_key] - steps < first_step or not record["images_per_s"]:
+            continue
+        window = steps * batch_per_step
+        images += window
+        seconds += window / record["images_per_s"]
+        waited += record["data_wait"] * window / record["images_per_s"]
+    if not seconds:
+        return {"images_per_s": None, "data_wait": None, "windows": 0}
+    return {"images_per_s": images / seconds, "data_wait": waited / seconds,
+            "windows": sum(1 for r in records if r[step_key] > first_step)}
+
+
+def data_only(plan: TrainPlan, device: torch.device, batches: int, warmup: int) -> dict:
+    """Images/s the recipe's stream delivers to one consumer on `device`, with no training."""
+    cfg = plan.config
+    epochs = max(1, math.ceil((batches + warmup) * cfg.schedule.batch_size / max(plan.rows, 1)) + 1)
+    stream = build_stream(cfg.data, epochs=epochs)
+    it = iter(iter_train_batches(stream.dataset.iterator(), cfg.data, cfg.schedule.batch_size, device))
+    for _ in range(warmup):
+        next(it)
+    sync(device)
+    start, images = time.perf_counter(), 0
+    for _ in range(batches):
+        images += len(next(it)["text"])
+    sync(device)
+    seconds = time.perf_counter() - start
+    close = getattr(it, "close", None)
+    if close:
+        close()
+    return {"images_per_s": images / seconds, "batches": batches, "warmup_batches": warmup,
+            "preprocess_workers": cfg.data.preprocess_workers, "decode": cfg.data.decode}
+
+
+def end_to_end(plan: TrainPlan, warmup: int) -> dict:
+    """The real training job; its steady-state rate per GPU from the run's metric history."""
+    from linnaeus.train.trainer import run_training
+
+    summary = run_training(plan)
+    history = json.loads(storage.read_bytes(storage.resolve(summary["export"], plan.config.s3).join(
+        "metrics.json")))
+    c = plan.config
+    rate = steady(history, warmup, c.global_batch)
+    per_gpu = rate["images_per_s"] / c.scaling.workers if rate["images_per_s"] else None
+    return {"images_per_s": per_gpu, "images_per_s_global": rate["images_per_s"], "workers": c.scaling.workers,
+            "data_wait": rate["data_wait"], "steady_windows": rate["windows"], "warmup_steps": warmup,
+            "peak_gpu_mem_gib": max((h.get("gpu_mem_gib") or 0 for h in history), default=None) or None,
+            "loss_curve": [[h["step"], h["loss"]] for h in history], "wall_s": summary["wall_seconds"],
+            "run": summary["run"]}
+
+
+def openclip(plan: TrainPlan, workdir: Path, steps: int, warmup: int, workers: int, log_every: int,
+             device: str) -> dict:
+    """open_clip_train on the recipe's corpus and settings (one process, one device)."""
+    c = plan.config
+    tars = export_webdataset(c.data.data, workdir / "wds", tuple(c.data.text_types), c.data.seed, c.data.s3)
+    start = time.perf_counter()
+    records, output = run_openclip(c, tars, steps, workdir / "logs", workers, log_every, device)
+    (workdir / "openclip.log").write_text(output)
+    batch = c.schedule.batch_size * c.schedule.accumulation
+    for record in records:
+        record["step"] = record["seen"] // batch
+    rate = steady(records, warmup, batch)
+    return {"images_per_s": rate["images_per_s"], "data_wait": rate["data_wait"],
+            "steady_windows": rate["windows"], "dataloader_workers": workers,
+            "loss_curve": [[r["step"], r["loss"]] for r in records], "wall_s": time.perf_counter() - start,
+            "log": str(workdir / "openclip.log")}
+
+
+def summarise(results: dict) -> dict:
+    """Ratios and the issue's goals, from whichever modes ran."""
+    rate = {k: (results.get(k) or {}).get("images_per_s") for k in ("ceiling", "data", "e2e", "openclip")}
+    out = {}
+    if rate["e2e"] and rate["ceiling"]:
+        out["e2e_over_ceiling"] = rate["e2e"] / rate["ceiling"]
+    if rate["data"] and rate["ceiling"]:
+        out["data_over_ceiling"] = rate["data"] / rate["ceiling"]
+        out["data_path"] = ("keeps up with the model" if rate["data"] >= rate["ceiling"] else
+                            "cannot feed the model: the run will be data-bound")
+    if rate["e2e"] and rate["openclip"]:
+        out["linnaeus_over_openclip"] = rate["e2e"] / rate["openclip"]
+    return out
+
+
+def device_for(cfg: TrainConfig) -> torch.device:
+    return torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def add_flops(result: dict, cfg: TrainConfig, device: torch.device, measured: float | None,
+              peak: float | None) -> dict:
+    if result.get("images_per_s"):
+        figures = flop_figures(cfg, result["images_per_s"], device, measured)
+        if peak:
+            figures["peak_bf16_tflops"] = peak
+            figures["mfu"] = result["images_per_s"] * figures["gflop_per_image"] * 1e9 / (peak * 1e12)
+        result.update(figures)
+    return result
+
+
+def ray_ready() -> None:
+    if not ray.is_initialized():
+        from linnaeus.runtime import init_ray
+
+        init_ray()
+    log.info("Ray: %s", ray.cluster_resources())
+
