@@ -23,3 +23,28 @@ def test_text_features_on_the_gpu_match_the_cpu_within_bf16_precision():
     torch.testing.assert_close(weights, reference, rtol=0, atol=3e-2)
     torch.testing.assert_close(ev._texts(gpu, "linnaeus-tiny", names), captions, rtol=0, atol=3e-2)
     assert (weights.T @ reference).diagonal().min() > 0.99  # same directions
+
+
+def test_scoring_on_the_gpu_gives_the_cpu_figures():
+    from linnaeus.config import EvalConfig
+    from linnaeus.eval.embed import EvalSet
+    from linnaeus.taxonomy import Taxon
+
+    species = [Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", g, s)
+               for g in ("Pica", "Corvus") for s in ("a", "b", "c")]
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(len(species), 16, generator=g)
+    taxa = [species[i % len(species)] for i in range(120)]
+    features = torch.nn.functional.normalize(
+        torch.stack([centres[i % len(species)] for i in range(120)]) + 0.8 * torch.randn(120, 16, generator=g), dim=-1)
+    data = EvalSet(features, taxa, [str(i) for i in range(120)], [None] * 120)
+    cfg = EvalConfig(model="arch:linnaeus-tiny", data="/d", output="/o", tasks=["fewshot", "hierarchy"])
+    model = create_model("linnaeus-tiny", seed=0)
+    on_gpu, _ = ev.evaluate(model, "linnaeus-tiny", data, cfg)
+    assert next(model.parameters()).is_cuda
+    scores = {k: ev.fewshot.simpleshot(features, torch.tensor([species.index(t) for t in taxa]), k, 5)
+              for k in (1, 5)}
+    for k in (1, 5):
+        assert on_gpu["fewshot"][f"{k}-shot"]["per_seed"] == pytest.approx(scores[k]["per_seed"], abs=1 / 100)
+    cpu_hierarchy = ev.hierarchy.knn_agreement(features, taxa, k=cfg.knn, seed=0)
+    assert on_gpu["hierarchy"]["species"]["agreement"] == pytest.approx(cpu_hierarchy["species"]["agreement"])

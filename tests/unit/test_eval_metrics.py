@@ -123,3 +123,20 @@ def test_chunked_computation_gives_the_same_figures_as_whole_matrices():
     assert hierarchy._neighbours(features, 4, chunk=6).tolist() == hierarchy._neighbours(features, 4).tolist()
     sampled, sampled_taxa = hierarchy.sample(features, taxa, 20)
     assert len(sampled) == len(sampled_taxa) == 20 and hierarchy.sample(features, taxa, 20)[1] == sampled_taxa
+
+
+def test_simpleshot_split_takes_exactly_k_per_usable_class_and_varies_with_the_seed():
+    labels = np.repeat(np.arange(50), np.arange(1, 51))  # class c has c + 1 images
+    support, query = fewshot._split(labels, 5, np.random.default_rng(1))
+    assert set(support) & set(query) == set() and len(support) + len(query) == int((labels >= 5).sum())
+    assert np.bincount(labels[support], minlength=50).tolist() == [0] * 5 + [5] * 45
+    other, _ = fewshot._split(labels, 5, np.random.default_rng(2))
+    assert set(other) != set(support)
+
+
+def test_retrieval_blocks_respect_the_similarity_budget_and_keep_the_figures():
+    g = torch.Generator().manual_seed(4)
+    images, texts = torch.randn(40, 8, generator=g), torch.randn(9, 8, generator=g)
+    caption = torch.randint(0, 9, (40,), generator=g)
+    # A budget of 20 similarities means blocks of 2 images (x 9 texts) and of 1 text (x 40 images).
+    assert retrieval.recall_at_k(images, texts, caption, budget=20) == retrieval.recall_at_k(images, texts, caption)

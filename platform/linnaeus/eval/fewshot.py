@@ -16,24 +16,35 @@ import torch.nn.functional as F
 
 
 def _split(labels: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    support, query = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        if len(members) > k:
-            support.append(members[:k])
-            query.append(members[k:])
-    return np.concatenate(support), np.concatenate(query)
+    """Support (k per class) and query (the rest) indices, for classes with more than k images. One
+    sort by (label, random key) gives every class a random order at once: O(N log N), where a pass per
+    class was O(N x classes) (hours for a million images of 10,000 species)."""
+    order = np.lexsort((rng.random(len(labels)), labels))
+    sorted_labels = labels[order]
+    _, starts, counts = np.unique(sorted_labels, return_index=True, return_counts=True)
+    within = np.arange(len(labels)) - np.repeat(starts, counts)  # position inside its class
+    usable = np.repeat(counts > k, counts)
+    return order[usable & (within < k)], order[usable & (within >= k)]
 
 
-def simpleshot_once(features: torch.Tensor, labels: torch.Tensor, k: int, seed: int) -> float:
-    """Top-1 accuracy of one SimpleShot draw."""
-    support, query = _split(labels.numpy(), k, np.random.default_rng(seed))
-    mean = features[support].mean(dim=0, keepdim=True)
-    normed = F.normalize(features - mean, dim=-1)
-    classes = labels[support].unique()
-    centroids = torch.stack([normed[support][labels[support] == c].mean(dim=0) for c in classes])
-    predicted = classes[torch.cdist(normed[query], centroids).argmin(dim=1)]
-    return float((predicted == labels[query]).float().mean())
+def simpleshot_once(features: torch.Tensor, labels: torch.Tensor, k: int, seed: int,
+                    chunk: int = 16384) -> float:
+    """Top-1 accuracy of one SimpleShot draw (queries scored a chunk at a time, on the features' device)."""
+    device = features.device
+    support, query = _split(labels.cpu().numpy(), k, np.random.default_rng(seed))
+    support_t, query_t = torch.from_numpy(support).to(device), torch.from_numpy(query).to(device)
+    labels = labels.to(device)
+    mean = features[support_t].mean(dim=0, keepdim=True)
+    classes, slot = labels[support_t].unique(return_inverse=True)
+    normed_support = F.normalize(features[support_t] - mean, dim=-1)
+    centroids = torch.zeros(len(classes), features.shape[1], device=device).index_add_(0, slot, normed_support) / k
+    correct = 0
+    for start in range(0, len(query_t), chunk):
+        rows = query_t[start:start + chunk]
+        queries = F.normalize(features[rows] - mean, dim=-1)
+        predicted = classes[torch.cdist(queries, centroids).argmin(dim=1)]
+        correct += int((predicted == labels[rows]).sum())
+    return correct / len(query_t)
 
 
 def simpleshot(features: torch.Tensor, labels: torch.Tensor, k: int, seeds: int = 5) -> dict:

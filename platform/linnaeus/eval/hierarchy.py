@@ -29,7 +29,7 @@ def sample(features: torch.Tensor, taxa: Sequence[Taxon], limit: int, seed: int 
     if len(taxa) <= limit:
         return features, list(taxa)
     keep = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(taxa), limit, replace=False)))
-    return features[keep], [taxa[i] for i in keep.tolist()]
+    return features[keep.to(features.device)], [taxa[i] for i in keep.tolist()]
 
 
 def _neighbours(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
@@ -38,8 +38,9 @@ def _neighbours(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tens
     out = []
     for start in range(0, len(normed), chunk):
         sims = normed[start:start + chunk] @ normed.T
-        sims[torch.arange(len(sims)), torch.arange(start, start + len(sims))] = -float("inf")
-        out.append(sims.topk(k, dim=1).indices)
+        rows = torch.arange(len(sims), device=sims.device)
+        sims[rows, rows + start] = -float("inf")
+        out.append(sims.topk(k, dim=1).indices.cpu())
     return torch.cat(out)
 
 
@@ -71,7 +72,7 @@ def pca_map_png(features: torch.Tensor, taxa: Sequence[Taxon], rank: str, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    normed = F.normalize(features.float(), dim=-1)
+    normed = F.normalize(features.float().cpu(), dim=-1)
     centred = normed - normed.mean(dim=0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     xy = (centred @ v[:2].T).numpy()

@@ -66,7 +66,8 @@ def top_classes(features: torch.Tensor, weights: torch.Tensor, k: int = 5, chunk
     """[N, k] best classes per image, computed a chunk of images at a time (N x C logits never exist
     at once: a million images x 10,000 species would be 40 GB)."""
     k = min(k, weights.shape[1])
-    return torch.cat([(features[i:i + chunk].float() @ weights).topk(k, dim=1).indices
+    weights = weights.to(features.device)
+    return torch.cat([(features[i:i + chunk].float() @ weights).topk(k, dim=1).indices.cpu()
                       for i in range(0, len(features), chunk)])
 
 
