@@ -52,6 +52,26 @@ def test_rayservice_is_rendered_from_serve_config_yaml():
     assert not set(_manifests()) & {"RayService/linnaeus"}
 
 
+def test_compose_serve_config_is_serve_config_yaml_for_the_local_stack():
+    from linnaeus.config import ServeArgs
+
+    spec = importlib.util.spec_from_file_location("render_rayservice", INFRA / "k8s" / "render_rayservice.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    served = yaml.safe_load((INFRA / "compose-serve.yaml").read_text())
+    local = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    assert served == render.serve_config_for_cluster(local, render.COMPOSE_OVERRIDES)
+    args = ServeArgs.model_validate(served["applications"][0]["args"])
+    env = dict(line.split("#")[0].strip().split("=", 1) for line in (INFRA / "env.example").read_text().splitlines()
+               if "=" in line and not line.startswith("#"))
+    assert args.model.startswith(f"s3://{env['LINNAEUS_BUCKET']}/")
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    assert f"127.0.0.1:{served['http_options']['port']}:{served['http_options']['port']}" in \
+        compose["services"]["ray-head"]["ports"] and served["http_options"]["host"] == "0.0.0.0"
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert args.model in operations and "serve deploy infra/compose-serve.yaml" in operations
+
+
 def test_rayjob_entrypoint_names_files_in_the_image_and_a_recipe_that_validates():
     from linnaeus.config import TrainConfig, load_yaml
 
