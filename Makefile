@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: venv test test-unit demo serve bench-stream bench-planning bench-serve clean
+.PHONY: venv test test-unit demo serve bench-stream bench-planning bench-serve bench-train clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ serve: venv
 
 bench-serve: venv
 	$(PY) jobs/benchmark_serve.py --images ../shared/data/cub50/images --output $(OUT)/bench-serve
+
+# On a GPU machine, after: jobs/ingest.py --input ../shared/data/cub50 --format folder --output $(OUT)/cub50 --resize 256
+bench-train: venv
+	$(PY) jobs/benchmark_train.py --config jobs/configs/cub50.yaml --set data.data=$(OUT)/cub50 \
+		--set schedule.batch_size=512 --set model.compile=true --modes ceiling,data,e2e,openclip --output $(OUT)/bench-train
 
 bench-stream: venv
 	$(PY) jobs/benchmark_stream.py --input ../shared/data/cub50 --output $(OUT)/bench

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> dict:
                      "measured_matmul_tflops": measured}
     if "ceiling" in args.modes:
         ceiling = measure_ceiling(cfg, device, args.ceiling_steps, args.ceiling_warmup)
-        results["ceiling"] = bench.add_flops(ceiling, cfg, device, measured, args.peak_tflops)
+        results["ceiling"] = bench.add_flops(ceiling, cfg, device, measured, args.peak_tflops, one_process=True)
         report("ceiling", results["ceiling"])
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> dict:
     if "openclip" in args.modes:
         results["openclip"] = bench.add_flops(
             bench.openclip(plan, out / "openclip", args.steps, args.warmup_steps, args.openclip_workers,
-                           cfg.schedule.log_every, device.type), cfg, device, measured, args.peak_tflops)
+                           cfg.schedule.log_every, device.type), cfg, device, measured, args.peak_tflops,
+            one_process=True)
         report("openclip", results["openclip"])
     results["summary"] = bench.summarise(results)
     results["goals"] = goals(results)

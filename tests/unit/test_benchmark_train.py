@@ -60,3 +60,15 @@ def test_summary_ratios_and_data_path_verdict():
                    "e2e": {"images_per_s": 1400.0}, "openclip": {"images_per_s": 1000.0}})
     assert s["e2e_over_ceiling"] == pytest.approx(0.7) and s["linnaeus_over_openclip"] == pytest.approx(1.4)
     assert s["data_over_ceiling"] == pytest.approx(0.75) and "cannot feed" in s["data_path"]
+
+
+def test_open_clip_counts_micro_batches_so_accumulation_keeps_the_step_count():
+    cfg = TrainConfig.model_validate({"data": {"data": "/c"}, "schedule": {"batch_size": 64, "accumulation": 4}})
+    argv = openclip_argv(cfg, [Path("/w/000000.tar")], 10, Path("/l"), "n", 1, 1)
+    flags = dict(zip(argv, argv[1:]))
+    assert flags["--train-num-samples"] == str(10 * 64 * 4) and flags["--accum-freq"] == "4"
+
+
+def test_steady_counts_only_the_windows_it_uses():
+    windows = [{"step": s, "images_per_s": 100.0, "data_wait": 0.0} for s in (10, 20, 30)]
+    assert steady(windows, first_step=15, batch_per_step=1)["windows"] == 1  # 10-20 starts before step 15

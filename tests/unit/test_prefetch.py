@@ -45,3 +45,30 @@ def test_the_producer_stays_at_most_depth_ahead_and_close_stops_it():
     it.close()
     assert not it.thread.is_alive()
     assert not any(t.name == "batch-prefetch" and t is it.thread for t in threading.enumerate())
+
+
+def test_dropping_the_prefetcher_stops_its_thread():
+    import gc
+
+    it = Prefetcher(lambda: _batches(1000), "cpu", depth=1)
+    thread = it.thread
+    next(it)
+    del it
+    gc.collect()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+
+
+def test_next_after_close_ends_instead_of_blocking():
+    it = Prefetcher(lambda: _batches(1000), "cpu", depth=2)
+    next(it)
+    it.close()
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_an_empty_stream_ends_at_once():
+    it = Prefetcher(lambda: iter(()), "cpu")
+    it.thread.join(timeout=2)
+    with pytest.raises(StopIteration):
+        next(it)

@@ -31,6 +31,10 @@ def _decode(jpegs: Sequence[bytes], device: torch.device) -> list[torch.Tensor |
     if not jpegs:
         return []
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
+    if device.type == "cuda":
+        # torchvision's nvJPEG decoder writes on a stream of its own that does not wait for ours: let
+        # the kernels still queued on ours (the previous batch's crops) finish before it reuses memory.
+        torch.cuda.current_stream(device).synchronize()
     try:
         return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
     except RuntimeError:

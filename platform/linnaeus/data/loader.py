@@ -59,7 +59,16 @@ def decode_tokens(cfg: StreamConfig, tokens: torch.Tensor) -> str:
 
 def preview(iterator, cfg: StreamConfig, batches: int, batch_size: int) -> Iterator[str]:
     """Lines describing the first `batches` batches: tensor shapes and the decoded captions."""
-    for index, batch in enumerate(iter_train_batches(iterator, cfg, batch_size, drop_last=False)):
+    stream = iter_train_batches(iterator, cfg, batch_size, drop_last=False)
+    try:
+        yield from _describe(stream, cfg, batches)
+    finally:
+        if hasattr(stream, "close"):
+            stream.close()
+
+
+def _describe(stream, cfg: StreamConfig, batches: int) -> Iterator[str]:
+    for index, batch in enumerate(stream):
         if index >= batches:
             return
         yield (f"batch {index}: image {tuple(batch['image'].shape)} {batch['image'].dtype}, "

@@ -39,23 +39,23 @@ log = logging.getLogger(__name__)
 
 
 def steady(records: list[dict], first_step: int, batch_per_step: int, step_key: str = "step") -> dict:
-    """Images/s and data wait over the records whose window ends after `first_step`. Each record is one
-    logging window {step, images_per_s, data_wait} covering the steps since the previous record."""
+    """Images/s and data wait over the logging windows that start at or after `first_step`. Each record
+    is one window {step, images_per_s, data_wait} covering the steps since the previous record."""
     images = seconds = waited = 0.0
-    previous = 0
+    previous, windows = 0, 0
     for record in records:
         steps = record[step_key] - previous
         previous = record[step_key]
         if record[step_key] - steps < first_step or not record["images_per_s"]:
             continue
+        windows += 1
         window = steps * batch_per_step
         images += window
         seconds += window / record["images_per_s"]
         waited += record["data_wait"] * window / record["images_per_s"]
     if not seconds:
         return {"images_per_s": None, "data_wait": None, "windows": 0}
-    return {"images_per_s": images / seconds, "data_wait": waited / seconds,
-            "windows": sum(1 for r in records if r[step_key] > first_step)}
+    return {"images_per_s": images / seconds, "data_wait": waited / seconds, "windows": windows}
 
 
 def data_only(plan: TrainPlan, device: torch.device, batches: int, warmup: int) -> dict:
@@ -134,9 +134,12 @@ def device_for(cfg: TrainConfig) -> torch.device:
 
 
 def add_flops(result: dict, cfg: TrainConfig, device: torch.device, measured: float | None,
-              peak: float | None) -> dict:
+              peak: float | None, one_process: bool = False) -> dict:
+    """FLOP figures for a mode's rate; `one_process` modes (ceiling, openclip) contrast one device's batch,
+    the e2e run the global batch."""
     if result.get("images_per_s"):
-        figures = flop_figures(cfg, result["images_per_s"], device, measured)
+        batch = cfg.schedule.batch_size * cfg.schedule.accumulation if one_process else cfg.global_batch
+        figures = flop_figures(cfg, result["images_per_s"], device, measured, batch)
         if peak:
             figures["peak_bf16_tflops"] = peak
             figures["mfu"] = result["images_per_s"] * figures["gflop_per_image"] * 1e9 / (peak * 1e12)

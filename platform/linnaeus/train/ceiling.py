@@ -57,17 +57,17 @@ def measure_ceiling(cfg: TrainConfig, device: torch.device, steps: int = 30, war
     images = steps * cfg.schedule.batch_size * cfg.schedule.accumulation
     out = {"images_per_s": images / seconds, "step_ms": 1000 * seconds / steps, "steps": steps,
            "warmup_steps": warmup, "warmup_s": warm - start, "final_loss": float(losses[-1]),
-           **flop_figures(cfg, images / seconds, device)}
+           **flop_figures(cfg, images / seconds, device, batch=cfg.schedule.batch_size * cfg.schedule.accumulation)}
     if device.type == "cuda":
         out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
 
 
 def flop_figures(cfg: TrainConfig, images_per_s: float, device: torch.device,
-                 measured_tflops: float | None = None) -> dict:
-    """FLOPs per image (at the recipe's global batch), achieved TFLOP/s and MFU against the datasheet
-    and (when given) a measured matmul rate."""
-    per_image = flops.step_flops(model_config(cfg.model.arch), cfg.global_batch).train
+                 measured_tflops: float | None = None, batch: int | None = None) -> dict:
+    """FLOPs per image (at `batch` contrastive pairs, default the recipe's global batch), achieved
+    TFLOP/s and MFU against the datasheet and (when given) a measured matmul rate."""
+    per_image = flops.step_flops(model_config(cfg.model.arch), batch or cfg.global_batch).train
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = flops.peak_bf16_tflops(name)
     out = {"device": name, "gflop_per_image": per_image / 1e9, "tflops": images_per_s * per_image / 1e12,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 # Dense (no sparsity) bf16 tensor-core rates from the vendors' datasheets, TFLOP/s.
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1,
-                    "L4": 121.0, "A10G": 70.0}
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "A100": 312.0,
+                    "L40S": 362.1, "L40": 181.0, "L4": 121.0, "A10G": 70.0}
 
 
 def _transformer_forward(tokens: int, width: int, layers: int, mlp_ratio: float) -> float:

@@ -63,16 +63,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
         log.info("[train] rank 0 of %d on %s, from step %d/%d, global batch %d", world, device,
                  progress.step, plan.total_steps, cfg.global_batch)
     sizes_group = dist.new_group(backend="gloo") if world > 1 and cfg.data.decode == "gpu" else None
-    while progress.step < plan.total_steps:
-        micro = meter.take(batches, cfg.schedule.accumulation)
-        if cfg.data.decode == "gpu":
-            micro = _equal_across_ranks(micro, batches, meter, sizes_group)
-        result = step(micro)
-        progress.step += 1
-        progress.epoch = progress.step * cfg.global_batch / plan.rows
-        _maybe_fail(plan, rank, progress.step)
-        _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result,
-                [b["position"] for b in micro])
+    try:
+        while progress.step < plan.total_steps:
+            micro = meter.take(batches, cfg.schedule.accumulation)
+            if cfg.data.decode == "gpu":
+                micro = _equal_across_ranks(micro, batches, meter, sizes_group)
+            result = step(micro)
+            progress.step += 1
+            progress.epoch = progress.step * cfg.global_batch / plan.rows
+            _maybe_fail(plan, rank, progress.step)
+            _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result,
+                    [b["position"] for b in micro])
+    finally:
+        if hasattr(batches, "close"):  # the GPU path's prefetch thread
+            batches.close()
 
 
 def _quiet_report_lines() -> None:

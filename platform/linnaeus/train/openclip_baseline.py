@@ -37,7 +37,7 @@ def openclip_argv(cfg: TrainConfig, tars: list[Path], steps: int, logs: Path, na
     first, last = tars[0].stem, tars[-1].stem
     o, s = cfg.optim, cfg.schedule
     argv = ["--train-data", str(tars[0].parent / f"{{{first}..{last}}}.tar"), "--dataset-type", "webdataset",
-            "--dataset-resampled", "--train-num-samples", str(steps * s.batch_size), "--epochs", "1",
+            "--dataset-resampled", "--train-num-samples", str(steps * s.batch_size * s.accumulation), "--epochs", "1",
             "--model", cfg.model.arch, "--batch-size", str(s.batch_size), "--precision", PRECISION[s.precision],
             "--lr", str(o.lr), "--wd", str(o.weight_decay), "--beta1", str(o.betas[0]), "--beta2", str(o.betas[1]),
             "--eps", str(o.eps), "--warmup", str(o.warmup_steps), "--workers", str(workers),
