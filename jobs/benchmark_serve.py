@@ -212,7 +212,8 @@ def model_only(model: str, images: list[bytes], cuda_graphs: int, seconds: float
             predictor.encode_pixels(chunk)
             n += 1
         elapsed = time.perf_counter() - start
-        out[f"batch{batch}"] = {"images_per_s": round(n * batch / elapsed, 1), "ms_per_batch": round(1000 * elapsed / n, 2)}
+        out[f"batch{len(chunk)}"] = {"images_per_s": round(n * len(chunk) / elapsed, 1),
+                                     "ms_per_batch": round(1000 * elapsed / n, 2)}
     del predictor
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return out

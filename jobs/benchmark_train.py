@@ -20,7 +20,7 @@ from pathlib import Path
 
 from linnaeus.config import ConfigError, TrainConfig, load_yaml
 from linnaeus.data.shards import CorpusError
-from linnaeus.runtime import setup_logging
+from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 from linnaeus.train.plan import plan_training
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if {"data", "e2e"} & set(args.modes):
-        bench.ray_ready()
+        init_ray()
     if "data" in args.modes:
         import ray
 

@@ -147,6 +147,14 @@ def list_files(loc: Location, recursive: bool = False) -> list[pafs.FileInfo]:
     return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
 
 
+def move(src: Location, dst: Location) -> None:
+    """Rename an object or file (same filesystem); an S3 move is a copy then a delete."""
+    try:
+        src.fs.move(src.path, dst.path)
+    except OSError as exc:
+        raise _fail(src, f"move to {dst.uri}", exc) from None
+
+
 def delete(loc: Location) -> None:
     try:
         loc.fs.delete_file(loc.path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -44,7 +43,6 @@ def test_the_producer_stays_at_most_depth_ahead_and_close_stops_it():
     assert len(produced) <= 1 + 2 + 1  # taken + queued + one waiting to be queued
     it.close()
     assert not it.thread.is_alive()
-    assert not any(t.name == "batch-prefetch" and t is it.thread for t in threading.enumerate())
 
 
 def test_dropping_the_prefetcher_stops_its_thread():

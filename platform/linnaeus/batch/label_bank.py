@@ -41,9 +41,9 @@ def _swap_in(staging: storage.Location, out: storage.Location) -> None:
     storage.delete(out.join(META_NAME))
     for stale in storage.list_files(out):
         if stale.path.endswith(".parquet"):
-            out.fs.delete_file(stale.path)
+            storage.delete(out.join(stale.base_name))
     for part in storage.list_files(staging):
-        out.fs.move(part.path, out.join(part.path.rsplit("/", 1)[-1]).path)
+        storage.move(staging.join(part.base_name), out.join(part.base_name))
     try:
         out.fs.delete_dir(staging.path)
     except OSError:

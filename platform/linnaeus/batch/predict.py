@@ -99,13 +99,14 @@ def check_output(cfg: PredictConfig) -> None:
     a, b = root.uri.rstrip("/") + "/", out.uri.rstrip("/") + "/"
     if a.startswith(b) or b.startswith(a):
         raise ValueError(f"--output {out.uri} overlaps --input {root.uri}: the output folder is emptied first")
-    if storage.exists(out) and storage.list_files(out) and not storage.exists(out.join(REPORT_NAME)):
+    if storage.list_files(out) and not storage.exists(out.join(REPORT_NAME)):
         raise ValueError(f"--output {out.uri} holds files and is not an earlier predictions output "
                          f"(no {REPORT_NAME}); it would be emptied: choose an empty or new folder")
 
 
 def run_predict(cfg: PredictConfig) -> dict:
     """Predict every image under `cfg.input` into `cfg.output` (Ray must be up); returns the report."""
+    check_output(cfg)  # the write below empties the output folder
     start = time.perf_counter()
     root, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
     images, others = list_images(root)

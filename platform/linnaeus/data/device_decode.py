@@ -82,13 +82,6 @@ def crop_boxes(sizes: Sequence[tuple[int, int]], scale: tuple[float, float],
     return np.stack([top, left, h, w], axis=1).astype(np.int64)
 
 
-def crop_params(height: int, width: int, scale: tuple[float, float],
-                generator: torch.Generator | None = None,
-                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """One image's (top, left, h, w): `crop_boxes` for a batch of one."""
-    return tuple(int(v) for v in crop_boxes([(height, width)], scale, generator, ratio)[0])
-
-
 def resized_crops(images: list[torch.Tensor], boxes: np.ndarray, size: int,
                   max_padded: int = MAX_PADDED_ELEMENTS) -> torch.Tensor:
     """Crop boxes[i] out of images[i] ([3,H,W] uint8) and resize each to size x size: [N,3,S,S] float

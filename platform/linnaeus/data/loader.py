@@ -12,6 +12,7 @@ Notable:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import numpy as np
@@ -26,7 +27,8 @@ from linnaeus.models import tokenizer
 def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str | torch.device = "cpu",
                        drop_last: bool = True, prefetch_batches: int = 2
                        ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key, epoch, position [B]} on `device`."""
+    """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key, epoch, position [B]} on `device`.
+    Either way the iterator has `close()`; call it when stopping early (it stops the prefetch thread)."""
     if cfg.decode == "cpu":
         return _cpu_batches(iterator, batch_size, device, drop_last, prefetch_batches)
     return Prefetcher(lambda: _gpu_batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches),
@@ -59,12 +61,8 @@ def decode_tokens(cfg: StreamConfig, tokens: torch.Tensor) -> str:
 
 def preview(iterator, cfg: StreamConfig, batches: int, batch_size: int) -> Iterator[str]:
     """Lines describing the first `batches` batches: tensor shapes and the decoded captions."""
-    stream = iter_train_batches(iterator, cfg, batch_size, drop_last=False)
-    try:
+    with contextlib.closing(iter_train_batches(iterator, cfg, batch_size, drop_last=False)) as stream:
         yield from _describe(stream, cfg, batches)
-    finally:
-        if hasattr(stream, "close"):
-            stream.close()
 
 
 def _describe(stream, cfg: StreamConfig, batches: int) -> Iterator[str]:

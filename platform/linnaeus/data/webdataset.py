@@ -44,13 +44,13 @@ def export_webdataset(corpus: str, output: str | Path, text_types: tuple[TextTyp
         with loc.fs.open_input_file(loc.path) as handle, tarfile.open(path, "w") as tar:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                rows = parquet.read_row_group(group, columns=["image", "image_id", *RANKS, "common_name"])
-                for row in rows.to_pylist():
-                    taxon = Taxon.from_ranks({r: row[r] for r in RANKS}, row["common_name"])
-                    caption = sampler.captions([taxon], [row["image_id"]])[0]
+                cols = parquet.read_row_group(group, columns=["image", "image_id", *RANKS, "common_name"]).to_pydict()
+                taxa = [Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
+                        for i in range(len(cols["image_id"]))]  # as the stream builds them
+                for image, caption in zip(cols["image"], sampler.captions(taxa, cols["image_id"])):
                     if caption is None:
                         continue
-                    _add(tar, f"{key:09d}.jpg", row["image"])
+                    _add(tar, f"{key:09d}.jpg", image)
                     _add(tar, f"{key:09d}.txt", caption.encode())
                     key += 1
         written.append(path)

@@ -9,9 +9,9 @@ Notable:
 - Text features are computed on the driver (one per class or caption, through every template), on its
   GPU when it has one (bf16 autocast; 10,000 species x 80 templates is 800,000 texts, hours on a CPU);
   image features come from the Ray Data pipeline (`embed`). Scoring (zero-shot top-k, SimpleShot,
-  retrieval, neighbours) runs on the same device, a memory-bounded chunk at a time: a million images
-  against 10,000 species or 50,000 captions is minutes of matrix products on a CPU per task and seed,
-  seconds on a GPU.
+  retrieval, neighbours) runs on the same device, a memory-bounded block at a time (`search.top_k`): a
+  million images against 10,000 species took one to two minutes per task and SimpleShot draw on two CPU
+  cores (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ def simpleshot(features: torch.Tensor, labels: torch.Tensor, k: int, seeds: int 
     usable = int((counts > k).sum())
     if usable < 2:
         raise ValueError(f"{k}-shot needs at least two classes with more than {k} images; {usable} have")
-    runs = [simpleshot_once(features.float(), labels, k, seed) for seed in range(seeds)]
+    features = features.float()  # once, not per seed
+    runs = [simpleshot_once(features, labels, k, seed) for seed in range(seeds)]
     return {"k": k, "mean": float(np.mean(runs)), "std": float(np.std(runs)), "per_seed": runs,
             "classes": usable, "classes_left_out": int((counts > 0).sum()) - usable}

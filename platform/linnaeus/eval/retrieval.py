@@ -13,26 +13,19 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-
-def _top(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk: int, budget: int) -> torch.Tensor:
-    """[len(queries), k] best keys per query, a block of rows at a time: at most `chunk` rows and
-    `budget` similarities per block (a block of texts against a million images would otherwise be
-    tens of GB)."""
-    rows = max(1, min(chunk, budget // max(len(keys), 1)))
-    return torch.cat([(queries[i:i + rows] @ keys.T).topk(k, dim=1).indices.cpu()
-                      for i in range(0, len(queries), rows)])
+from linnaeus.eval import search
 
 
 def recall_at_k(image_features: torch.Tensor, text_features: torch.Tensor, image_to_text: torch.Tensor,
-                ks: Sequence[int] = (1, 5, 10), chunk: int = 8192, budget: int = 2**27,
+                ks: Sequence[int] = (1, 5, 10), chunk: int = 8192, budget: int = search.BUDGET,
                 device: torch.device | str = "cpu") -> dict[str, float]:
     """`image_to_text[i]` is the index (into the distinct texts) of image i's caption. The similarity
-    search runs on `device` (a GPU makes a million images x 50,000 texts take seconds, not an hour)."""
+    search runs on `device`, a bounded block at a time (`search.top_k`)."""
     images = F.normalize(image_features.float().to(device), dim=-1)
     texts = F.normalize(text_features.float().to(device), dim=-1)
     kmax = max(ks)
-    top_texts = _top(images, texts, min(kmax, len(texts)), chunk, budget)
-    top_images = _top(texts, images, min(kmax, len(images)), chunk, budget)
+    top_texts = search.top_k(images, texts, kmax, chunk, budget)
+    top_images = search.top_k(texts, images, kmax, chunk, budget)
     out = {}
     for k in ks:
         out[f"image_to_text_r{k}"] = float((top_texts[:, :k] == image_to_text[:, None]).any(dim=1).float().mean())

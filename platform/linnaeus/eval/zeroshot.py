@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from linnaeus.eval import search
 from linnaeus.taxonomy import Taxon, TextType
 
 TEMPLATES: dict[str, tuple[Callable[[str], str], ...]] = {
@@ -63,12 +64,8 @@ def classifier(model, tokenizer, names: Sequence[str], templates: Sequence[Calla
 
 
 def top_classes(features: torch.Tensor, weights: torch.Tensor, k: int = 5, chunk: int = 16384) -> torch.Tensor:
-    """[N, k] best classes per image, computed a chunk of images at a time (N x C logits never exist
-    at once: a million images x 10,000 species would be 40 GB)."""
-    k = min(k, weights.shape[1])
-    weights = weights.to(features.device)
-    return torch.cat([(features[i:i + chunk].float() @ weights).topk(k, dim=1).indices.cpu()
-                      for i in range(0, len(features), chunk)])
+    """[N, k] best classes per image (`weights` is [D, classes]), a bounded block of images at a time."""
+    return search.top_k(features, weights.T, k, chunk)
 
 
 def accuracy_from_top(top: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:

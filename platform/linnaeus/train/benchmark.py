@@ -18,12 +18,10 @@ Notable:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from pathlib import Path
 
-import ray
 import torch
 
 from linnaeus import storage
@@ -31,11 +29,11 @@ from linnaeus.config import TrainConfig
 from linnaeus.data.loader import iter_train_batches
 from linnaeus.data.stream import build_stream
 from linnaeus.data.webdataset import export_webdataset
-from linnaeus.train.ceiling import flop_figures, sync
+from linnaeus.models import model_config
+from linnaeus.train import flops
 from linnaeus.train.openclip_baseline import run_openclip
 from linnaeus.train.plan import TrainPlan
 
-log = logging.getLogger(__name__)
 
 
 def steady(records: list[dict], first_step: int, batch_per_step: int, step_key: str = "step") -> dict:
@@ -63,18 +61,16 @@ def data_only(plan: TrainPlan, device: torch.device, batches: int, warmup: int) 
     cfg = plan.config
     epochs = max(1, math.ceil((batches + warmup) * cfg.schedule.batch_size / max(plan.rows, 1)) + 1)
     stream = build_stream(cfg.data, epochs=epochs)
-    it = iter(iter_train_batches(stream.dataset.iterator(), cfg.data, cfg.schedule.batch_size, device))
+    it = iter_train_batches(stream.dataset.iterator(), cfg.data, cfg.schedule.batch_size, device)
     for _ in range(warmup):
         next(it)
-    sync(device)
+    flops.sync(device)
     start, images = time.perf_counter(), 0
     for _ in range(batches):
         images += len(next(it)["text"])
-    sync(device)
+    flops.sync(device)
     seconds = time.perf_counter() - start
-    close = getattr(it, "close", None)
-    if close:
-        close()
+    it.close()
     return {"images_per_s": images / seconds, "batches": batches, "warmup_batches": warmup,
             "preprocess_workers": cfg.data.preprocess_workers, "decode": cfg.data.decode}
 
@@ -91,7 +87,7 @@ def end_to_end(plan: TrainPlan, warmup: int) -> dict:
     per_gpu = rate["images_per_s"] / c.scaling.workers if rate["images_per_s"] else None
     return {"images_per_s": per_gpu, "images_per_s_global": rate["images_per_s"], "workers": c.scaling.workers,
             "data_wait": rate["data_wait"], "steady_windows": rate["windows"], "warmup_steps": warmup,
-            "peak_gpu_mem_gib": max((h.get("gpu_mem_gib") or 0 for h in history), default=None) or None,
+            "peak_gpu_mem_gib": max((h["gpu_mem_gib"] for h in history if h.get("gpu_mem_gib")), default=None),
             "loss_curve": [[h["step"], h["loss"]] for h in history], "wall_s": summary["wall_seconds"],
             "run": summary["run"]}
 
@@ -115,7 +111,7 @@ def openclip(plan: TrainPlan, workdir: Path, steps: int, warmup: int, workers: i
 
 
 def summarise(results: dict) -> dict:
-    """Ratios and the issue's goals, from whichever modes ran."""
+    """Ratios between the modes that ran, and whether the data path can keep up."""
     rate = {k: (results.get(k) or {}).get("images_per_s") for k in ("ceiling", "data", "e2e", "openclip")}
     out = {}
     if rate["e2e"] and rate["ceiling"]:
@@ -134,23 +130,19 @@ def device_for(cfg: TrainConfig) -> torch.device:
 
 
 def add_flops(result: dict, cfg: TrainConfig, device: torch.device, measured: float | None,
-              peak: float | None, one_process: bool = False) -> dict:
-    """FLOP figures for a mode's rate; `one_process` modes (ceiling, openclip) contrast one device's batch,
-    the e2e run the global batch."""
-    if result.get("images_per_s"):
-        batch = cfg.schedule.batch_size * cfg.schedule.accumulation if one_process else cfg.global_batch
-        figures = flop_figures(cfg, result["images_per_s"], device, measured, batch)
-        if peak:
-            figures["peak_bf16_tflops"] = peak
-            figures["mfu"] = result["images_per_s"] * figures["gflop_per_image"] * 1e9 / (peak * 1e12)
-        result.update(figures)
+              peak: float | None = None, one_process: bool = False) -> dict:
+    """Add FLOPs per image, achieved TFLOP/s and MFU (against `peak` or the datasheet rate, and against
+    the `measured` matmul rate) to a mode's result. The contrastive logits count against one device's
+    batch in `one_process` modes (ceiling, openclip) and against the global batch in the e2e run."""
+    if not result.get("images_per_s"):
+        return result
+    batch = cfg.schedule.batch_size * cfg.schedule.accumulation if one_process else cfg.global_batch
+    per_image = flops.step_flops(model_config(cfg.model.arch), batch).train
+    rate = result["images_per_s"]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak or flops.peak_bf16_tflops(name)
+    result.update({"device": name, "gflop_per_image": per_image / 1e9, "tflops": rate * per_image / 1e12,
+                   "peak_bf16_tflops": peak, "mfu": flops.mfu(rate, per_image, peak)})
+    if measured:
+        result.update({"measured_matmul_tflops": measured, "mfu_of_measured": flops.mfu(rate, per_image, measured)})
     return result
-
-
-def ray_ready() -> None:
-    if not ray.is_initialized():
-        from linnaeus.runtime import init_ray
-
-        init_ray()
-    log.info("Ray: %s", ray.cluster_resources())
-

@@ -6,6 +6,7 @@ Notable:
   only difference from the real run is where the batch comes from.
 - Timed between device synchronisations over `steps` steps after `warmup` steps (compilation and
   autotuning happen in the warmup); peak memory is the allocator's high-water mark over the run.
+  FLOPs and MFU are added by the caller (`benchmark.add_flops`), the same way for every mode.
 - Plain torch, one process: a multi-GPU run's ceiling is this figure per GPU.
 """
 
@@ -30,13 +31,8 @@ def synthetic_batch(cfg: TrainConfig, device: torch.device, generator: torch.Gen
             "text": torch.randint(1, vocab, (b, cfg.data.context_length), generator=generator).to(device)}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_ceiling(cfg: TrainConfig, device: torch.device, steps: int = 30, warmup: int = 10) -> dict:
-    """Images/s, step time, FLOPs, MFU and peak memory of the recipe's training step on synthetic data."""
+    """Images/s, step time and peak memory of the recipe's training step on synthetic data."""
     model = build_model(cfg, device)
     optimizer, scheduler = build_optimisation(cfg, model, warmup + steps + 1)
     compile_model(cfg, model)
@@ -49,30 +45,16 @@ def measure_ceiling(cfg: TrainConfig, device: torch.device, steps: int = 30, war
     start = time.perf_counter()
     for _ in range(warmup):
         step(micro)
-    sync(device)
+    flops.sync(device)
     warm = time.perf_counter()
-    losses = [step(micro).loss_tensor for _ in range(steps)]
-    sync(device)
+    for _ in range(steps):
+        result = step(micro)
+    flops.sync(device)
     seconds = time.perf_counter() - warm
     images = steps * cfg.schedule.batch_size * cfg.schedule.accumulation
     out = {"images_per_s": images / seconds, "step_ms": 1000 * seconds / steps, "steps": steps,
-           "warmup_steps": warmup, "warmup_s": warm - start, "final_loss": float(losses[-1]),
-           **flop_figures(cfg, images / seconds, device, batch=cfg.schedule.batch_size * cfg.schedule.accumulation)}
+           "warmup_steps": warmup, "warmup_s": warm - start, "final_loss": result.loss}
     if device.type == "cuda":
         out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
 
-
-def flop_figures(cfg: TrainConfig, images_per_s: float, device: torch.device,
-                 measured_tflops: float | None = None, batch: int | None = None) -> dict:
-    """FLOPs per image (at `batch` contrastive pairs, default the recipe's global batch), achieved
-    TFLOP/s and MFU against the datasheet and (when given) a measured matmul rate."""
-    per_image = flops.step_flops(model_config(cfg.model.arch), batch or cfg.global_batch).train
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = flops.peak_bf16_tflops(name)
-    out = {"device": name, "gflop_per_image": per_image / 1e9, "tflops": images_per_s * per_image / 1e12,
-           "peak_bf16_tflops": peak, "mfu": flops.mfu(images_per_s, per_image, peak)}
-    if measured_tflops:
-        out["measured_matmul_tflops"] = measured_tflops
-        out["mfu_of_measured"] = flops.mfu(images_per_s, per_image, measured_tflops)
-    return out

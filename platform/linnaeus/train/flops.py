@@ -79,15 +79,16 @@ def measure_matmul_tflops(device: torch.device, size: int = 8192, repeats: int =
     b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(device)
+    sync(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU): timings are taken between two of these."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

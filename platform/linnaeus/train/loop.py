@@ -75,8 +75,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result,
                     [b["position"] for b in micro])
     finally:
-        if hasattr(batches, "close"):  # the GPU path's prefetch thread
-            batches.close()
+        batches.close()  # stops the GPU path's prefetch thread
 
 
 def _quiet_report_lines() -> None:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import functools
 
-KINDS = {"linnaeus_train_step": "gauge", "linnaeus_train_loss": "gauge", "linnaeus_train_images_per_s": "gauge",
-         "linnaeus_train_data_wait": "gauge", "linnaeus_train_lr": "gauge"}
 _FIELDS = {"linnaeus_train_step": "step", "linnaeus_train_loss": "loss",
            "linnaeus_train_images_per_s": "images_per_s", "linnaeus_train_data_wait": "data_wait",
            "linnaeus_train_lr": "lr"}
 
 
 def exported_names() -> set[str]:
-    return {f"ray_{name}" for name in KINDS}
+    return {f"ray_{name}" for name in _FIELDS}  # all gauges: no suffix
 
 
 @functools.cache
