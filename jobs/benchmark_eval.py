@@ -2,13 +2,14 @@
 lists every copy), embedded by the Ray Data actor pool and scored by every task; time and driver memory.
 
     python jobs/benchmark_eval.py --corpus .benchdata/cub50-1500 --copies 700 --output /tmp/bench-eval \
-        --model arch:ViT-B-16 --actors 12
+        --model arch:ViT-B-16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import sys
 import time
@@ -20,7 +21,7 @@ from linnaeus.data import shards
 from linnaeus.eval.embed import embed_images
 from linnaeus.eval.evaluate import evaluate
 from linnaeus.eval.modelref import build_model
-from linnaeus.runtime import init_ray
+from linnaeus.runtime import init_ray, setup_logging
 
 
 def replicate(corpus: Path, copies: int, out: Path) -> int:
@@ -41,30 +42,51 @@ def replicate(corpus: Path, copies: int, out: Path) -> int:
     return scaled.rows
 
 
+def _headline(task: str, figures: dict) -> dict:
+    if task == "zeroshot":
+        return {k: figures.get(k) for k in ("classes", "images", "top1", "top5")}
+    if task == "fewshot":
+        return {k: v.get("mean") for k, v in figures.items()}
+    if task == "retrieval":
+        return {k: v for k, v in figures.items() if k.endswith("_r1") or k == "texts"}
+    return {"images_sampled": figures["images_sampled"], "species": figures["species"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", required=True, type=Path)
     p.add_argument("--copies", type=int, default=100)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--model", default="arch:ViT-B-16")
-    p.add_argument("--actors", type=int, default=4)
+    p.add_argument("--actors", type=int, help="model actors (default: 4 per GPU)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--embed-only", action="store_true", help="time the embedding, skip the scoring")
+    p.add_argument("--stats", action="store_true", help="log Ray Data's per-operator stats")
     args = p.parse_args(argv)
     rows = replicate(args.corpus, args.copies, args.output / "corpus")
+    setup_logging()
+    if args.stats:
+        logging.getLogger("linnaeus.eval.embed").setLevel(logging.DEBUG)
     init_ray()
-    start = time.perf_counter()
-    data = embed_images(str(args.output / "corpus"), args.model, actors=args.actors, batch_size=256)
-    embed_s = time.perf_counter() - start
     model, arch = build_model(args.model)
-    cfg = EvalConfig(model=args.model, data=str(args.output / "corpus"), output=str(args.output / "eval"))
     start = time.perf_counter()
-    results, _ = evaluate(model, arch, data, cfg)
-    score_s = time.perf_counter() - start
-    print(json.dumps({"rows": rows, "embedded": len(data.taxa), "skipped": len(data.skipped),
-                      "actors": args.actors, "embed_s": round(embed_s, 1),
-                      "embed_rows_per_s": round(len(data.taxa) / embed_s), "score_s": round(score_s, 1),
-                      "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                      "fewshot_5": results["fewshot"]["5-shot"].get("mean"),
-                      "hierarchy_images": results["hierarchy"]["images_sampled"]}, indent=1))
+    data = embed_images(str(args.output / "corpus"), args.model, model.visual.preprocess_cfg, args.actors,
+                        args.batch_size)
+    embed_s = time.perf_counter() - start
+    out = {"rows": rows, "embedded": len(data.taxa), "skipped": len(data.skipped), "actors": args.actors,
+           "batch_size": args.batch_size, "embed_s": round(embed_s, 1),
+           "embed_rows_per_s": round(len(data.taxa) / embed_s)}
+    print(json.dumps(out), flush=True)
+    for task in [] if args.embed_only else ["zeroshot", "fewshot", "retrieval", "hierarchy"]:
+        cfg = EvalConfig(model=args.model, data=str(args.output / "corpus"), output=str(args.output / "eval"),
+                         tasks=[task])
+        start = time.perf_counter()
+        results, _ = evaluate(model, arch, data, cfg)
+        out[f"{task}_s"] = round(time.perf_counter() - start, 1)
+        out[task] = _headline(task, results[task])
+        print(json.dumps({task: out[task], "seconds": out[f"{task}_s"]}), flush=True)
+    out["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(out, indent=1))
     return 0
 
 

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shots", help="comma-separated few-shot k (default 1,5)")
     p.add_argument("--seeds", type=int)
     p.add_argument("--map-rank", help="colour the embedding map by this rank (default order)")
-    p.add_argument("--actors", type=int, help="embedding actors (one GPU each when there are GPUs)")
+    p.add_argument("--actors", type=int, help="model actors (default: 4 per GPU; CPU tasks decode)")
     return p.parse_args(argv)
 
 

@@ -104,6 +104,9 @@ class ScalingSection(Strict):
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, description="fractions leave CPUs to Ray Data")
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray's placement of the workers: PACK fills a node first, STRICT_SPREAD puts "
+                            "each on its own node")
 
 
 class CheckpointSection(Strict):
@@ -209,8 +212,9 @@ class EvalConfig(Strict):
     knn: int = Field(10, ge=1)
     hierarchy_images: int = Field(20_000, ge=2, description="sample size for the neighbour search")
     map_rank: Rank = "order"
-    actors: int = Field(1, ge=1, description="embedding actors (one GPU each when the cluster has GPUs)")
-    batch_size: int = Field(64, ge=1)
+    actors: int | None = Field(
+        None, ge=1, description="model actors (default: 4 per GPU sharing it, 1 on a CPU-only cluster; CPU tasks decode)")
+    batch_size: int = Field(256, ge=1)
     s3: S3Options | None = None
 
     @field_validator("shots")

@@ -48,3 +48,18 @@ def test_scoring_on_the_gpu_gives_the_cpu_figures():
         assert on_gpu["fewshot"][f"{k}-shot"]["per_seed"] == pytest.approx(scores[k]["per_seed"], abs=1 / 100)
     cpu_hierarchy = ev.hierarchy.knn_agreement(features, taxa, k=cfg.knn, seed=0)
     assert on_gpu["hierarchy"]["species"]["agreement"] == pytest.approx(cpu_hierarchy["species"]["agreement"])
+
+
+def test_image_features_from_the_gpu_pipeline_match_the_cpu_loop_within_bf16(ray_local, ingest_synthetic):
+    import pyarrow.parquet as pq
+
+    from linnaeus.eval.embed import embed_images, embed_local
+
+    assert ray_local.cluster_resources().get("GPU", 0) >= 1
+    corpus = ingest_synthetic(40)
+    model = create_model("linnaeus-tiny", seed=0)
+    data = embed_images(str(corpus), "arch:linnaeus-tiny", model.visual.preprocess_cfg, batch_size=32)
+    rows = {r["image_id"]: r for shard in sorted(corpus.glob("part-*.parquet")) for r in pq.read_table(shard).to_pylist()}
+    expected = embed_local([rows[i] for i in data.image_ids], model)
+    assert len(data.image_ids) == len(rows) and not data.skipped
+    assert (data.features * expected).sum(-1).min() > 0.99  # unit vectors pointing the same way

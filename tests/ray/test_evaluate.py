@@ -24,9 +24,10 @@ def corpus(ingest_synthetic) -> Path:
 
 
 def test_pipeline_features_equal_a_plain_single_process_loop(corpus):
-    data = embed_images(str(corpus), "arch:linnaeus-tiny", actors=2, batch_size=16)
+    model = build_model("arch:linnaeus-tiny")[0]
+    data = embed_images(str(corpus), "arch:linnaeus-tiny", model.visual.preprocess_cfg, batch_size=16)
     rows = [r for shard in sorted(corpus.glob("part-*.parquet")) for r in pq.read_table(shard).to_pylist()]
-    expected = embed_local(rows, build_model("arch:linnaeus-tiny")[0])
+    expected = embed_local(rows, model)
     order = {r["image_id"]: i for i, r in enumerate(rows)}
     got = data.features[torch.tensor([i for i in range(len(data.image_ids))])]
     want = expected[torch.tensor([order[i] for i in data.image_ids])]
@@ -39,7 +40,8 @@ def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped(synthe
     shutil.copytree(synthetic_folder, folder)
     victim = sorted((folder / "images").rglob("*.jpg"))[0]
     victim.write_bytes(b"\xff\xd8 not really a jpeg")
-    data = embed_images(str(folder), "arch:linnaeus-tiny")
+    preprocess = build_model("arch:linnaeus-tiny")[0].visual.preprocess_cfg
+    data = embed_images(str(folder), "arch:linnaeus-tiny", preprocess)
     assert len(data.taxa) == 95 and len(data.skipped) == 1
     assert data.skipped[0]["reason"].startswith("undecodable")
 

@@ -99,3 +99,16 @@ def test_plan_warns_when_warmup_outlasts_the_run_or_the_batch_outgrows_the_corpu
     assert any("optim.warmup_steps=1000 is not shorter than the run (40 steps)" in w for w in short.warnings())
     tiny_corpus = TrainPlan(long_run.config, "run-a", rows=30, units=1, total_steps=2000)
     assert any("larger than the corpus (30 images)" in w for w in tiny_corpus.warnings())
+
+
+def test_cpu_share_keeps_reader_cpus_free_on_every_node(tmp_path):
+    from linnaeus.config import ConfigError
+    from linnaeus.train.trainer import share_cpus
+
+    plan = _plan(tmp_path)  # 2 workers x 1 CPU, preprocessing actors of 1 CPU, readers 0.5 per node
+    assert share_cpus(plan, {"CPU": 8}, joined=False).config.data.preprocess_workers == 5  # 8 - 2 - 0.5
+    # 8.5 CPUs: 6 actors on one node (8.5 - 2 - 0.5); on two, each node keeps 0.5 for a reader (5.5 -> 5)
+    assert share_cpus(plan, {"CPU": 8.5}, joined=False).config.data.preprocess_workers == 6
+    assert share_cpus(plan, {"CPU": 8.5}, joined=False, nodes=2).config.data.preprocess_workers == 5
+    with pytest.raises(ConfigError, match="on 3 node"):
+        share_cpus(plan, {"CPU": 4}, joined=False, nodes=3)

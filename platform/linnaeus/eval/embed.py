@@ -4,17 +4,22 @@ Notable:
 - Input is a Linnaeus corpus (shards + manifest, read with column projection) or a `folder`-format
   dataset read in place (`images/<folder>/*` + `taxa.csv`), so users can evaluate on their own photos
   without ingesting them first.
-- The model is named by a spec (`linnaeus.eval.modelref`), not shipped through Ray: each actor of the
-  pool builds it once and embeds batches with open_clip's own evaluation transform (resize, centre
-  crop, normalise). Actors decode on their own CPU; with GPUs, the actors share them (`--actors 12` on
-  one GPU: twelve decoders, each with a model copy on the GPU).
-- An image that cannot be decoded is skipped and counted, never fatal. `embed_local` is the same
-  computation as a plain loop; a test checks the two agree.
+- Two stages: CPU tasks decode and resize + centre-crop to uint8 pixels (open_clip's eval transform
+  cut before the float conversion, `serving.preprocess`), then a pool of model actors (four sharing each
+  GPU by default) normalises on its device and encodes. Decoding inside fifteen model actors sharing
+  one H100 embedded ~960 images/s; split this way, ~4,900 (a million in 4.5 min; docs/benchmarks.md).
+- On a GPU the image tower runs under bf16 autocast (as evaluation's text side does); on a CPU in fp32.
+- The model is named by a spec (`linnaeus.eval.modelref`), not shipped through Ray: each actor builds it.
+- An image that cannot be decoded is skipped and counted, never fatal. `embed_local` is the plain loop
+  with open_clip's own full transform; a test checks the pipeline agrees with it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,10 +31,20 @@ from linnaeus import storage
 from linnaeus.data import images as image_ops
 from linnaeus.data import shards, sources
 from linnaeus.eval.modelref import build_model
+from linnaeus.serving.preprocess import crop_transform, normalise, to_pixels
 from linnaeus.taxonomy import RANKS, Taxon
 
 META = ["image_id", *RANKS, "common_name", "caption"]
+# Fractions so that read, decode and a CPU model actor fit together even on two cores (a stage with
+# no CPU left stalls the pipeline silently); on bigger hosts Ray Data runs more decode tasks at once.
 READ_CPUS = 0.25
+DECODE_CPUS = 0.5
+# Model actors per GPU by default: while one copies a batch in or its features out, another computes
+# (ViT-B/16 on the H100, 150k images: 1 actor 3,500 img/s, 2 4,150, 4 4,570; docs/benchmarks.md).
+ACTORS_PER_GPU = 4
+PROGRESS_EVERY_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,52 +58,51 @@ class EvalSet:
     skipped: list[dict] = field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=2)
-def eval_transform(model: torch.nn.Module):
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    return image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+@functools.lru_cache(maxsize=4)
+def _crop(preprocess_json: str):
+    return crop_transform(json.loads(preprocess_json))
 
 
-@torch.no_grad()
-def embed_pixels(model, pixels: torch.Tensor, device: str | torch.device) -> np.ndarray:
-    features = model.encode_image(pixels.to(device), normalize=True)
-    return features.float().cpu().numpy()
-
-
-def _tensors(model, blobs: list[bytes]) -> tuple[torch.Tensor | None, list[int], list[str]]:
-    transform, kept, pixels, errors = eval_transform(model), [], [], []
+def decode_batch(table: pa.Table, preprocess_json: str) -> dict:
+    """Rows with image bytes (or paths) -> uint8 pixels, `ok`, `error` and the metadata columns."""
+    cols = table.to_pydict()
+    blobs = cols["image"] if "image" in cols else [_read(p) for p in cols["path"]]
+    crop, size = _crop(preprocess_json), json.loads(preprocess_json)["size"]
+    pixels = np.zeros((len(blobs), 3, *size), dtype=np.uint8)
+    ok, errors = np.zeros(len(blobs), dtype=bool), np.full(len(blobs), "", dtype=object)
     for i, data in enumerate(blobs):
         try:
-            pixels.append(transform(image_ops.decode_rgb(data)))
-            kept.append(i)
+            pixels[i] = to_pixels(image_ops.decode_rgb(data), crop).numpy()
+            ok[i] = True
         except image_ops.ImageRejected as exc:
-            errors.append(f"{exc.reason}: {exc.detail}")
-    return (torch.stack(pixels) if pixels else None), kept, errors
+            errors[i] = f"{exc.reason}: {exc.detail}"
+    meta = {c: np.array([v if v is not None else "" for v in cols[c]], dtype=object) for c in META}
+    return {"pixels": pixels, "ok": ok, "error": errors, **meta}
 
 
-class _Embed:
-    """Ray Data actor: rows with image bytes (or paths) -> features + metadata; `ok` marks decodable."""
+class _Encode:
+    """Ray Data actor: decoded pixels -> normalised features (zeros where a row did not decode)."""
 
     def __init__(self, spec: str):
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build_model(spec)[0].to(self.device).eval()
-        size = self.model.visual.preprocess_cfg["size"]
-        self.dim = embed_pixels(self.model, torch.zeros(1, 3, *size), self.device).shape[1]
+        cfg = self.model.visual.preprocess_cfg
+        self.mean, self.std = (torch.tensor(cfg[k], device=self.device).view(1, 3, 1, 1) for k in ("mean", "std"))
+        self.dim = self._encode(torch.zeros(1, 3, *cfg["size"], dtype=torch.uint8)).shape[1]
 
-    def __call__(self, table: pa.Table) -> dict:
-        cols = table.to_pydict()
-        blobs = cols["image"] if "image" in cols else [_read(p) for p in cols["path"]]
-        pixels, kept, errors = _tensors(self.model, blobs)
-        features = np.zeros((len(blobs), self.dim), dtype=np.float32)
-        if pixels is not None:
-            features[kept] = embed_pixels(self.model, pixels, self.device)
-        ok = np.zeros(len(blobs), dtype=bool)
-        ok[kept] = True
-        reasons = iter(errors)
-        return {"features": features, "ok": ok,
-                "error": np.array(["" if k else next(reasons) for k in ok], dtype=object),
-                **{c: np.array([v if v is not None else "" for v in cols[c]], dtype=object) for c in META}}
+    @torch.no_grad()
+    def _encode(self, pixels: torch.Tensor) -> np.ndarray:
+        x = normalise(pixels.to(self.device, non_blocking=True), self.mean, self.std)
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
+            features = self.model.encode_image(x, normalize=True)
+        return features.float().cpu().numpy()
+
+    def __call__(self, batch: dict) -> dict:
+        pixels, ok = batch.pop("pixels"), batch["ok"]
+        batch["features"] = np.zeros((len(ok), self.dim), dtype=np.float32)
+        if ok.any():
+            batch["features"][ok] = self._encode(torch.from_numpy(pixels if ok.all() else pixels[ok]))
+        return batch
 
 
 def _read(path: str) -> bytes:
@@ -114,8 +128,6 @@ def source_dataset(data: str, s3: storage.S3Options | None = None) -> ray.data.D
     if data_kind(root) == "corpus":
         manifest = shards.read_manifest(root)
         paths = [manifest.shard_location(root, e).path for e in manifest.shards]
-        # Reading is light next to the model: a quarter CPU per read task, so a pool of embedding actors
-        # that holds every whole CPU cannot starve its own input (the pipeline would stall silently).
         return ray.data.read_parquet(paths, filesystem=root.fs, columns=["image", *META], num_cpus=READ_CPUS)
     items = [{**item, "path": root.join(item["path"]).uri} for item in sources.plan_folder(root).items]
     if not items:
@@ -123,38 +135,56 @@ def source_dataset(data: str, s3: storage.S3Options | None = None) -> ray.data.D
     return ray.data.from_items(items)
 
 
-def embed_images(data: str, spec: str, actors: int = 1, batch_size: int = 64,
+def embed_images(data: str, spec: str, preprocess_cfg: dict, actors: int | None = None, batch_size: int = 64,
                  s3: storage.S3Options | None = None) -> EvalSet:
-    """Embed every image of `data` with the model `spec` on a pool of `actors` (Ray must be up)."""
+    """Embed every image of `data` with the model `spec` (whose `visual.preprocess_cfg` is given) on
+    `actors` model actors: ACTORS_PER_GPU per GPU by default, one on a CPU-only cluster (Ray must be up)."""
     resources = ray.cluster_resources()
-    # Every actor decodes its own images on its CPU, so several actors share a GPU (each holds a copy
-    # of the model) to keep it fed; CPU actors leave room for the read tasks.
-    actors = max(1, min(actors, int(resources.get("CPU", 1) - READ_CPUS)))
-    gpus = {"num_gpus": min(1.0, resources["GPU"] / actors)} if resources.get("GPU", 0) >= 1 else {}
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        actors = actors or ACTORS_PER_GPU * gpus
+        encode = {"num_gpus": min(1.0, gpus / actors), "num_cpus": DECODE_CPUS}
+    else:
+        # A CPU model actor computes with its whole core; the rest of the cluster decodes.
+        actors = max(1, min(actors or 1, int(resources.get("CPU", 1) - READ_CPUS - DECODE_CPUS)))
+        encode = {"num_cpus": 1}
     ds = source_dataset(data, s3).map_batches(
-        _Embed, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="pyarrow",
-        num_cpus=1, compute=ray.data.ActorPoolStrategy(size=actors), **gpus)
-    return _collect(ds.iter_batches(batch_format="numpy", batch_size=None))
+        decode_batch, fn_args=(json.dumps(preprocess_cfg),), batch_size=batch_size, batch_format="pyarrow",
+        num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(_Encode, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=actors), **encode)
+    data = _collect(ds.iter_batches(batch_format="numpy", batch_size=None))
+    log.debug("embedding pipeline stats:\n%s", ds.stats())
+    return data
 
 
 def _collect(batches) -> EvalSet:
     features, taxa, ids, captions, skipped = [], [], [], [], []
+    interned: dict[tuple, Taxon] = {}  # a million images share a few thousand taxa
+    start = last = time.perf_counter()
     for batch in batches:
-        for i, ok in enumerate(batch["ok"]):
-            if not ok:
-                skipped.append({"image_id": batch["image_id"][i], "reason": batch["error"][i]})
-                continue
-            features.append(batch["features"][i])
-            taxa.append(Taxon(*(batch[r][i] or None for r in RANKS), common_name=batch["common_name"][i] or None))
+        if time.perf_counter() - last > PROGRESS_EVERY_S or not features:
+            last, done = time.perf_counter(), len(taxa) + len(skipped)
+            log.info("embedding: %d images done after %.0f s", done, last - start)
+        ok = batch["ok"]
+        features.append(batch["features"][ok])
+        for i in np.flatnonzero(~ok):
+            skipped.append({"image_id": batch["image_id"][i], "reason": batch["error"][i]})
+        for i in np.flatnonzero(ok):
+            key = tuple(batch[c][i] or None for c in (*RANKS, "common_name"))
+            taxa.append(interned.get(key) or interned.setdefault(key, Taxon(*key[:-1], common_name=key[-1])))
             ids.append(batch["image_id"][i])
             captions.append(batch["caption"][i] or None)
-    if not features:
+    if not taxa:
         raise ValueError(f"no image could be embedded ({len(skipped)} skipped)")
-    return EvalSet(torch.from_numpy(np.stack(features)), taxa, ids, captions, skipped)
+    return EvalSet(torch.from_numpy(np.concatenate(features)), taxa, ids, captions, skipped)
 
 
+@torch.no_grad()
 def embed_local(rows: list[dict], model: torch.nn.Module) -> torch.Tensor:
-    """The reference: the same features from a plain loop over rows with `image` bytes."""
-    model = model.eval()
-    pixels, kept, _ = _tensors(model, [r["image"] for r in rows])
-    return torch.from_numpy(embed_pixels(model, pixels, "cpu"))
+    """The reference: a plain loop over rows with `image` bytes through open_clip's own eval transform."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    transform = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+    pixels = torch.stack([transform(image_ops.decode_rgb(r["image"])) for r in rows])
+    return model.eval().encode_image(pixels, normalize=True)

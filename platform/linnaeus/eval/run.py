@@ -23,7 +23,7 @@ def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Locatio
     results, pngs = {}, {}
     for spec, (model, arch) in models.items():
         model = model.eval()
-        data = embed_images(cfg.data, spec, cfg.actors, cfg.batch_size, cfg.s3)  # once per model
+        data = embed_images(cfg.data, spec, model.visual.preprocess_cfg, cfg.actors, cfg.batch_size, cfg.s3)
         for text_type in text_types:
             label = describe(spec) if describe(spec) not in results else spec
             label += f" [{text_type.value}]" if len(text_types) > 1 else ""

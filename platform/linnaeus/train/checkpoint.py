@@ -34,6 +34,7 @@ class Progress:
     position: int = 0  # stream item to restart from
     epoch: float = 0.0
     history: list[dict] = field(default_factory=list)  # the metrics logged so far (rank 0)
+    placement: list[dict] = field(default_factory=list)  # rank -> node, host, device of the latest start
 
 
 def dir_name(step: int) -> str:

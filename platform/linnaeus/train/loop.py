@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -59,9 +60,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     batches = iter_train_batches(ray.train.get_dataset_shard("train"), cfg.data, cfg.schedule.batch_size,
                                  device)
     meter = Meter(plan, rank, progress.step)
+    progress.placement = _placement(rank, world, device)
     if rank == 0:
-        log.info("[train] rank 0 of %d on %s, from step %d/%d, global batch %d", world, device,
-                 progress.step, plan.total_steps, cfg.global_batch)
+        log.info("[train] rank 0 of %d on %s, from step %d/%d, global batch %d; %d node(s)", world, device,
+                 progress.step, plan.total_steps, cfg.global_batch, len({p["node"] for p in progress.placement}))
     sizes_group = dist.new_group(backend="gloo") if world > 1 and cfg.data.decode == "gpu" else None
     try:
         while progress.step < plan.total_steps:
@@ -76,6 +78,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     [b["position"] for b in micro])
     finally:
         batches.close()  # stops the GPU path's prefetch thread
+
+
+def _placement(rank: int, world: int, device: torch.device) -> list[dict]:
+    """Where every rank runs (gathered once per start): the run's summary shows the nodes it spanned."""
+    mine = {"rank": rank, "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "device": str(device)}
+    if world == 1:
+        return [mine]
+    everyone: list = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return everyone
 
 
 def _quiet_report_lines() -> None:

@@ -57,16 +57,22 @@ class StreamFactory:
         return stream.dataset
 
 
-def share_cpus(plan: TrainPlan, cluster: dict[str, float], joined: bool) -> TrainPlan:
-    """Fix `data.preprocess_workers` from the CPUs left after the train workers and readers."""
+def cpu_nodes() -> int:
+    return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0) or 1
+
+
+def share_cpus(plan: TrainPlan, cluster: dict[str, float], joined: bool, nodes: int = 1) -> TrainPlan:
+    """Fix `data.preprocess_workers` from the CPUs left after the train workers and readers. Reader CPUs
+    are kept free once per node: the cluster's free CPUs are split across nodes, and a total that no
+    single node holds runs no read task (the stream then stalls without an error)."""
     c, data = plan.config, plan.config.data
     train_cpus = c.scaling.workers * c.scaling.cpus_per_worker
-    left = cluster.get("CPU", 0) - train_cpus - READER_CPUS
+    left = cluster.get("CPU", 0) - train_cpus - READER_CPUS * nodes
     problems = []
     if left < data.preprocess_cpus:
-        problems.append(f"the cluster has {cluster.get('CPU', 0):g} CPUs: {c.scaling.workers} train "
-                        f"worker(s) x {c.scaling.cpus_per_worker:g} + {READER_CPUS:g} for the readers "
-                        f"leave {left:g}, less than one preprocessing actor's {data.preprocess_cpus:g} "
+        problems.append(f"the cluster has {cluster.get('CPU', 0):g} CPUs on {nodes} node(s): {c.scaling.workers} "
+                        f"train worker(s) x {c.scaling.cpus_per_worker:g} + {READER_CPUS:g} per node for the "
+                        f"readers leave {left:g}, less than one preprocessing actor's {data.preprocess_cpus:g} "
                         f"(lower scaling.cpus_per_worker or data.preprocess_cpus)")
     if c.scaling.use_gpu and cluster.get("GPU", 0) < c.scaling.workers:
         problems.append(f"scaling.workers={c.scaling.workers} with use_gpu needs {c.scaling.workers} "
@@ -88,7 +94,8 @@ def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None) -> Tor
         train_loop_per_worker,
         train_loop_config={"plan": plan},
         scaling_config=ray.train.ScalingConfig(num_workers=c.scaling.workers, use_gpu=c.scaling.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=c.scaling.placement),
         run_config=ray.train.RunConfig(
             name=plan.name, storage_path=root.path, storage_filesystem=root.fs if root.is_s3 else None,
             failure_config=ray.train.FailureConfig(max_failures=c.checkpoint.max_failures),
@@ -115,7 +122,7 @@ def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
     storage.ensure_bucket(plan.run)
     if not exists:
         save_plan(plan)  # before the CPU share: a resume on another cluster works its own out
-    plan = share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")))
+    plan = share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")), nodes=cpu_nodes())
     counter = SkipCounter.remote()
     result = build_trainer(plan, counter).fit()
     return result, ray.get(counter.summary.remote())
