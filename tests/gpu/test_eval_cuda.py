@@ -7,6 +7,7 @@ import torch
 
 from linnaeus.eval import evaluate as ev
 from linnaeus.eval import zeroshot
+from linnaeus.eval.texts import local_texts
 from linnaeus.models import create_model, tokenizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -16,12 +17,12 @@ def test_text_features_on_the_gpu_match_the_cpu_within_bf16_precision():
     names = ["Pica hudsonia", "Corvus corax", "Animalia Chordata Aves", "black-billed magpie"]
     cpu = create_model("linnaeus-tiny", seed=0).eval()
     reference = zeroshot.classifier(cpu, tokenizer("linnaeus-tiny", 77), names, zeroshot.TEMPLATES["openai"])
-    captions = ev._texts(cpu, "linnaeus-tiny", names)
-    gpu = create_model("linnaeus-tiny", seed=0).eval().to("cuda")
-    weights = ev._classifier(gpu, "linnaeus-tiny", names, "openai")
+    captions = local_texts(cpu, "linnaeus-tiny")(names)
+    gpu = local_texts(create_model("linnaeus-tiny", seed=0).eval().to("cuda"), "linnaeus-tiny")
+    weights = ev._classifier(gpu, names, "openai")
     assert weights.device.type == "cpu" and weights.shape == reference.shape
     torch.testing.assert_close(weights, reference, rtol=0, atol=3e-2)
-    torch.testing.assert_close(ev._texts(gpu, "linnaeus-tiny", names), captions, rtol=0, atol=3e-2)
+    torch.testing.assert_close(gpu(names), captions, rtol=0, atol=3e-2)
     assert (weights.T @ reference).diagonal().min() > 0.99  # same directions
 
 
@@ -63,3 +64,13 @@ def test_image_features_from_the_gpu_pipeline_match_the_cpu_loop_within_bf16(ray
     expected = embed_local([rows[i] for i in data.image_ids], model)
     assert len(data.image_ids) == len(rows) and not data.skipped
     assert (data.features * expected).sum(-1).min() > 0.99  # unit vectors pointing the same way
+
+
+def test_texts_sent_to_gpu_actors_come_back_in_order_and_match_the_cpu(ray_local):
+    from linnaeus.eval.texts import cluster_texts
+
+    names = [f"Corvus species {i}" for i in range(2500)]  # several actor batches
+    reference = local_texts(create_model("linnaeus-tiny", seed=0).eval(), "linnaeus-tiny")(names)
+    got = cluster_texts("arch:linnaeus-tiny", "linnaeus-tiny", actors=1, gpus_each=1.0)(names)
+    assert got.shape == reference.shape
+    assert (got * reference).sum(-1).min() > 0.99

@@ -35,7 +35,7 @@ def test_pipeline_features_equal_a_plain_single_process_loop(corpus):
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
 
 
-def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped(synthetic_folder, tmp_path):
+def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped_alone(synthetic_folder, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(synthetic_folder, folder)
     victim = sorted((folder / "images").rglob("*.jpg"))[0]
@@ -44,6 +44,10 @@ def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped(synthe
     data = embed_images(str(folder), "arch:linnaeus-tiny", preprocess)
     assert len(data.taxa) == 95 and len(data.skipped) == 1
     assert data.skipped[0]["reason"].startswith("undecodable")
+    # the features of the others still belong to their own images, with the skipped one in their batch
+    expected = embed_local([{"image": (folder / "images" / i).read_bytes()} for i in data.image_ids],
+                           build_model("arch:linnaeus-tiny")[0])
+    assert torch.allclose(data.features, expected, atol=1e-5)
 
 
 def test_evaluate_job_reports_two_models_side_by_side(corpus, tmp_path, load_job, capsys):
@@ -73,3 +77,13 @@ def test_two_text_types_of_one_model_are_reported_side_by_side(corpus, tmp_path,
     assert set(models) == {"arch:linnaeus-tiny [scientific]", "arch:linnaeus-tiny [common]"}
     assert models["arch:linnaeus-tiny [scientific]"]["zeroshot"]["classes"] == 8
     assert "text type per column" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_texts_through_model_actors_equal_the_drivers_and_keep_their_order():
+    from linnaeus.eval.texts import cluster_texts, local_texts
+
+    names = [f"Corvus species {i}" for i in range(2500)]  # three actor batches, returned in any order
+    model = build_model("arch:linnaeus-tiny")[0].eval()
+    expected = local_texts(model, "linnaeus-tiny")(names)
+    got = cluster_texts("arch:linnaeus-tiny", "linnaeus-tiny", actors=1, gpus_each=0)(names)
+    assert torch.allclose(got, expected, atol=1e-5)

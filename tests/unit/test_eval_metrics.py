@@ -140,3 +140,23 @@ def test_retrieval_blocks_respect_the_similarity_budget_and_keep_the_figures():
     caption = torch.randint(0, 9, (40,), generator=g)
     # A budget of 20 similarities means blocks of 2 images (x 9 texts) and of 1 text (x 40 images).
     assert retrieval.recall_at_k(images, texts, caption, budget=20) == retrieval.recall_at_k(images, texts, caption)
+
+
+def test_embedding_actors_always_leave_cpus_for_reading_and_decoding():
+    from linnaeus.eval.embed import DECODE_CPUS, READ_CPUS, encode_resources
+
+    def fits(cluster, actors, res):
+        return actors * res["num_cpus"] + READ_CPUS + DECODE_CPUS <= cluster["CPU"] + 1e-9
+
+    for cluster, want in [({"CPU": 2.0}, None), ({"CPU": 2.0}, 3), ({"CPU": 16.0}, None),
+                          ({"CPU": 2.0, "GPU": 1.0}, None), ({"CPU": 4.0, "GPU": 2.0}, None),
+                          ({"CPU": 16.0, "GPU": 1.0}, 12), ({"CPU": 1.0}, None)]:
+        actors, res = encode_resources(cluster, want)
+        assert res["num_cpus"] > 0 and fits(cluster, actors, res), (cluster, want, actors, res)
+    assert encode_resources({"CPU": 16.0, "GPU": 1.0}, None) == (4, {"num_cpus": 0.25, "num_gpus": 0.25})
+    assert encode_resources({"CPU": 16.0}, 3) == (3, {"num_cpus": 1.0})
+    # three actors on two GPUs: two share one GPU, so each asks for half of one (2/3 would leave one out)
+    assert encode_resources({"CPU": 16.0, "GPU": 2.0}, 3)[1]["num_gpus"] == 0.5
+    assert encode_resources({"CPU": 16.0, "GPU": 1.0}, 7)[1]["num_gpus"] * 7 <= 1.0
+    with pytest.raises(ValueError, match="0.5 CPUs"):
+        encode_resources({"CPU": 0.5}, None)

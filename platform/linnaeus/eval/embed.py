@@ -6,8 +6,10 @@ Notable:
   without ingesting them first.
 - Two stages: CPU tasks decode and resize + centre-crop to uint8 pixels (open_clip's eval transform
   cut before the float conversion, `serving.preprocess`), then a pool of model actors (four sharing each
-  GPU by default) normalises on its device and encodes. Decoding inside fifteen model actors sharing
-  one H100 embedded ~960 images/s; split this way, ~4,900 (a million in 4.5 min; docs/benchmarks.md).
+  GPU by default) normalises on its device and encodes. Before, fifteen fp32 model actors sharing one
+  H100, each decoding its own images, embedded ~960 images/s; split, in bf16, with four actors, ~4,900
+  (a million in 4.5 min; docs/benchmarks.md). Actors reserve little CPU (`encode_resources`) so that
+  reading and decoding always have room.
 - On a GPU the image tower runs under bf16 autocast (as evaluation's text side does); on a CPU in fp32.
 - The model is named by a spec (`linnaeus.eval.modelref`), not shipped through Ray: each actor builds it.
 - An image that cannot be decoded is skipped and counted, never fatal. `embed_local` is the plain loop
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -35,12 +38,14 @@ from linnaeus.serving.preprocess import crop_transform, normalise, to_pixels
 from linnaeus.taxonomy import RANKS, Taxon
 
 META = ["image_id", *RANKS, "common_name", "caption"]
-# Fractions so that read, decode and a CPU model actor fit together even on two cores (a stage with
+# Fractions so that read, decode and the model actors fit together even on two cores (a stage with
 # no CPU left stalls the pipeline silently); on bigger hosts Ray Data runs more decode tasks at once.
 READ_CPUS = 0.25
 DECODE_CPUS = 0.5
-# Model actors per GPU by default: while one copies a batch in or its features out, another computes
-# (ViT-B/16 on the H100, 150k images: 1 actor 3,500 img/s, 2 4,150, 4 4,570; docs/benchmarks.md).
+GPU_ACTOR_CPUS = 0.25
+# Model actors per GPU by default, the best of those measured (ViT-B/16 on the H100, 150k images:
+# 1 actor 3,500 img/s, 2 4,150, 4 4,570; docs/benchmarks.md). Why more actors help was not measured;
+# likely one computes while another moves a batch in or its features out.
 ACTORS_PER_GPU = 4
 PROGRESS_EVERY_S = 30.0
 
@@ -56,10 +61,11 @@ class EvalSet:
     image_ids: list[str]
     captions: list[str | None]
     skipped: list[dict] = field(default_factory=list)
+    precision: str = "fp32"  # of the image tower: bf16 autocast on GPUs
 
 
 @functools.lru_cache(maxsize=4)
-def _crop(preprocess_json: str):
+def _crop(preprocess_json: str):  # JSON: a hashable key that also travels to Ray tasks as is
     return crop_transform(json.loads(preprocess_json))
 
 
@@ -135,26 +141,45 @@ def source_dataset(data: str, s3: storage.S3Options | None = None) -> ray.data.D
     return ray.data.from_items(items)
 
 
-def embed_images(data: str, spec: str, preprocess_cfg: dict, actors: int | None = None, batch_size: int = 64,
+def encode_resources(cluster: dict[str, float], actors: int | None) -> tuple[int, dict]:
+    """How many model actors, and what each reserves, so that a read task and a decode task still fit
+    beside them: an actor pool that holds every CPU starves its own input and stalls without an error."""
+    cpus, gpus = cluster.get("CPU", 0), int(cluster.get("GPU", 0))
+    spare = cpus - READ_CPUS - DECODE_CPUS
+    if gpus:
+        actors = actors or ACTORS_PER_GPU * gpus
+        # Mostly waiting on the device: a little CPU each, less on a small host. GPU shares round down
+        # (Ray counts in 1e-4) so that ceil(actors / gpus) of them fit on one GPU.
+        cpu_each = min(GPU_ACTOR_CPUS, spare / actors)
+        extra = {"num_gpus": _round_down(1 / math.ceil(actors / gpus))}
+    else:
+        actors = max(1, min(actors or 1, int(spare)))  # a CPU model actor computes with a whole core
+        cpu_each, extra = min(1.0, spare / actors), {}
+    if _round_down(cpu_each) <= 0:
+        raise ValueError(f"the Ray cluster has {cpus:g} CPUs: embedding needs {READ_CPUS + DECODE_CPUS:g} to "
+                         f"read and decode, and more for {actors} model actor(s)")
+    return actors, {"num_cpus": _round_down(cpu_each), **extra}
+
+
+def _round_down(x: float) -> float:
+    return math.floor(x * 10_000) / 10_000
+
+
+def embed_images(data: str, spec: str, preprocess_cfg: dict, actors: int | None = None, batch_size: int = 256,
                  s3: storage.S3Options | None = None) -> EvalSet:
     """Embed every image of `data` with the model `spec` (whose `visual.preprocess_cfg` is given) on
     `actors` model actors: ACTORS_PER_GPU per GPU by default, one on a CPU-only cluster (Ray must be up)."""
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    if gpus:
-        actors = actors or ACTORS_PER_GPU * gpus
-        encode = {"num_gpus": min(1.0, gpus / actors), "num_cpus": DECODE_CPUS}
-    else:
-        # A CPU model actor computes with its whole core; the rest of the cluster decodes.
-        actors = max(1, min(actors or 1, int(resources.get("CPU", 1) - READ_CPUS - DECODE_CPUS)))
-        encode = {"num_cpus": 1}
+    actors, encode = encode_resources(ray.cluster_resources(), actors)
+    log.info("embedding %s with %d model actor(s), each %s", data, actors, encode)
     ds = source_dataset(data, s3).map_batches(
         decode_batch, fn_args=(json.dumps(preprocess_cfg),), batch_size=batch_size, batch_format="pyarrow",
         num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_Encode, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors), **encode)
     data = _collect(ds.iter_batches(batch_format="numpy", batch_size=None))
-    log.debug("embedding pipeline stats:\n%s", ds.stats())
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("embedding pipeline stats:\n%s", ds.stats())
+    data.precision = "bf16" if "num_gpus" in encode else "fp32"
     return data
 
 
@@ -163,9 +188,11 @@ def _collect(batches) -> EvalSet:
     interned: dict[tuple, Taxon] = {}  # a million images share a few thousand taxa
     start = last = time.perf_counter()
     for batch in batches:
-        if time.perf_counter() - last > PROGRESS_EVERY_S or not features:
-            last, done = time.perf_counter(), len(taxa) + len(skipped)
-            log.info("embedding: %d images done after %.0f s", done, last - start)
+        if not features:
+            log.info("embedding: first batch after %.0f s", time.perf_counter() - start)
+        elif time.perf_counter() - last > PROGRESS_EVERY_S:
+            last = time.perf_counter()
+            log.info("embedding: %d images done after %.0f s", len(taxa) + len(skipped), last - start)
         ok = batch["ok"]
         features.append(batch["features"][ok])
         for i in np.flatnonzero(~ok):

@@ -6,9 +6,9 @@ Notable:
   `text_type` through the chosen templates; per-rank accuracy is reported both ways (`ranks`).
 - Retrieval uses each image's own caption where the data has one, otherwise its taxon's caption in
   `text_type` (so BioCLIP-style corpora without free text still get a figure).
-- Text features are computed on the driver (one per class or caption, through every template), on its
-  GPU when it has one (bf16 autocast; 10,000 species x 80 templates is 800,000 texts, hours on a CPU);
-  image features come from the Ray Data pipeline (`embed`). Scoring (zero-shot top-k, SimpleShot,
+- Text features (one per class or caption, through every template) come from a `texts` encoder: the
+  driver's GPU, or model actors on the cluster's GPUs when the driver has none (`eval.texts`); image
+  features from the Ray Data pipeline (`embed`). Scoring (zero-shot top-k, SimpleShot,
   retrieval, neighbours) runs on the same device, a memory-bounded block at a time (`search.top_k`): a
   million images against 10,000 species took one to two minutes per task and SimpleShot draw on two CPU
   cores (docs/benchmarks.md).
@@ -24,56 +24,41 @@ import torch
 from linnaeus.config import EvalConfig
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
 from linnaeus.eval.embed import EvalSet
-from linnaeus.models import tokenizer
+from linnaeus.eval.texts import TextEncoder, local_texts
 from linnaeus.taxonomy import RANKS
-
-
-def _tokenizer(arch: str):
-    return tokenizer(arch, 77)  # cached per process, and knows the project's own architectures
 
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _autocast(model):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=_device(model).type == "cuda")
+def _classifier(texts: TextEncoder, names: Sequence[str], templates: str) -> torch.Tensor:
+    return zeroshot.average_templates(texts, names, zeroshot.TEMPLATES[templates]).float()
 
 
-def _texts(model, arch: str, texts: Sequence[str]) -> torch.Tensor:
-    with _autocast(model):
-        return zeroshot.encode_texts(model, _tokenizer(arch), texts, _device(model)).cpu()
-
-
-def _classifier(model, arch: str, names: Sequence[str], templates: str) -> torch.Tensor:
-    with _autocast(model):
-        return zeroshot.classifier(model, _tokenizer(arch), names, zeroshot.TEMPLATES[templates],
-                                   _device(model)).float().cpu()
-
-
-def zero_shot(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
+def zero_shot(texts: TextEncoder, data: EvalSet, cfg: EvalConfig) -> dict:
     classes, labels = ranks.rank_classes(data.taxa, cfg.rank)
     known = labels >= 0
     names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
-    weights = _classifier(model, arch, names, cfg.templates)
+    weights = _classifier(texts, names, cfg.templates)
     top = zeroshot.top_classes(data.features[known.to(data.features.device)], weights)
     out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
            **zeroshot.accuracy_from_top(top, labels[known])}
     predicted = [classes[i] for i in top[:, 0].tolist()]
     truth = [t for t, k in zip(data.taxa, known.tolist()) if k]
     out["per_rank_via_prediction"] = ranks.via_species(predicted, truth)
-    out["per_rank_direct"] = {rank: _direct(model, arch, data, rank, cfg)
+    out["per_rank_direct"] = {rank: _direct(texts, data, rank, cfg)
                               for rank in RANKS[: RANKS.index(cfg.rank) + 1]}
     return out
 
 
-def _direct(model, arch: str, data: EvalSet, rank: str, cfg: EvalConfig) -> dict:
+def _direct(texts: TextEncoder, data: EvalSet, rank: str, cfg: EvalConfig) -> dict:
     classes, labels = ranks.rank_classes(data.taxa, rank)
     known = labels >= 0
     if len(classes) < 2:
         return {"classes": len(classes), "note": "one class: nothing to classify"}
     names = [c.taxonomic_name() for c in classes]
-    weights = _classifier(model, arch, names, cfg.templates)
+    weights = _classifier(texts, names, cfg.templates)
     top = zeroshot.top_classes(data.features[known.to(data.features.device)], weights)
     return {"classes": len(classes), **zeroshot.accuracy_from_top(top, labels[known])}
 
@@ -90,28 +75,32 @@ def few_shot(data: EvalSet, cfg: EvalConfig) -> dict:
     return out
 
 
-def retrieval_recall(model, arch: str, data: EvalSet, cfg: EvalConfig) -> dict:
+def retrieval_recall(texts: TextEncoder, data: EvalSet, cfg: EvalConfig) -> dict:
     captions = [c or t.caption(cfg.text_type) or t.caption("taxonomic") for c, t in zip(data.captions, data.taxa)]
     distinct = sorted(set(captions))
     index = {c: i for i, c in enumerate(distinct)}
-    text_features = _texts(model, arch, distinct)
+    text_features = texts(distinct)
     return {"texts": len(distinct), "own_captions": sum(c is not None for c in data.captions),
             **retrieval.recall_at_k(data.features, text_features, torch.tensor([index[c] for c in captions]),
                                     device=data.features.device)}
 
 
-def evaluate(model, arch: str, data: EvalSet, cfg: EvalConfig) -> tuple[dict, dict[str, bytes]]:
-    """Figures for every task in `cfg.tasks`, and the PNGs (name -> bytes)."""
+def evaluate(model, arch: str, data: EvalSet, cfg: EvalConfig,
+             texts: TextEncoder | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Figures for every task in `cfg.tasks`, and the PNGs (name -> bytes). Texts go through `texts`
+    (`linnaeus.eval.texts`), by default `model` on the driver's device."""
     model = model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    texts = texts or local_texts(model, arch)
     data = dataclasses.replace(data, features=data.features.to(_device(model)))
-    results: dict = {"images": len(data.taxa), "skipped_images": len(data.skipped)}
+    results: dict = {"images": len(data.taxa), "skipped_images": len(data.skipped),
+                     "image_precision": data.precision}
     pngs: dict[str, bytes] = {}
     if "zeroshot" in cfg.tasks:
-        results["zeroshot"] = zero_shot(model, arch, data, cfg)
+        results["zeroshot"] = zero_shot(texts, data, cfg)
     if "fewshot" in cfg.tasks:
         results["fewshot"] = few_shot(data, cfg)
     if "retrieval" in cfg.tasks:
-        results["retrieval"] = retrieval_recall(model, arch, data, cfg)
+        results["retrieval"] = retrieval_recall(texts, data, cfg)
     if "hierarchy" in cfg.tasks:
         features, taxa = hierarchy.sample(data.features, data.taxa, cfg.hierarchy_images, seed=0)
         results["hierarchy"] = hierarchy.knn_agreement(features, taxa, k=cfg.knn, seed=0)

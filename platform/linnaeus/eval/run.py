@@ -8,6 +8,7 @@ from linnaeus.eval import report
 from linnaeus.eval.embed import data_kind, embed_images
 from linnaeus.eval.evaluate import evaluate
 from linnaeus.eval.modelref import build_model, describe
+from linnaeus.eval.texts import text_encoder
 
 
 def check_inputs(cfg: EvalConfig) -> dict:
@@ -24,10 +25,12 @@ def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Locatio
     for spec, (model, arch) in models.items():
         model = model.eval()
         data = embed_images(cfg.data, spec, model.visual.preprocess_cfg, cfg.actors, cfg.batch_size, cfg.s3)
+        texts = text_encoder(spec, model, arch)
         for text_type in text_types:
             label = describe(spec) if describe(spec) not in results else spec
             label += f" [{text_type.value}]" if len(text_types) > 1 else ""
-            results[label], model_pngs = evaluate(model, arch, data, cfg.model_copy(update={"text_type": text_type}))
+            results[label], model_pngs = evaluate(model, arch, data, cfg.model_copy(update={"text_type": text_type}),
+                                                  texts)
         suffix = "" if spec == cfg.model else "_compare"
         pngs.update({f"{name}{suffix}": png for name, png in model_pngs.items()})
     return results, report.write(results, pngs, cfg)

@@ -53,12 +53,19 @@ def encode_texts(model, tokenizer, texts: Sequence[str], device: str | torch.dev
 def classifier(model, tokenizer, names: Sequence[str], templates: Sequence[Callable[[str], str]],
                device: str | torch.device = "cpu", texts_per_batch: int = 1024) -> torch.Tensor:
     """The [D, C] zero-shot weights: per class, the normalised mean of its normalised template embeddings."""
-    per_batch = max(1, texts_per_batch // len(templates))
+    return average_templates(lambda texts: encode_texts(model, tokenizer, texts, device, texts_per_batch),
+                             names, templates, texts_per_batch)
+
+
+def average_templates(encode: Callable[[list[str]], torch.Tensor], names: Sequence[str],
+                      templates: Sequence[Callable[[str], str]], texts_per_call: int = 1 << 18) -> torch.Tensor:
+    """[D, C] weights from any text encoder (texts -> [N, D] normalised), at most `texts_per_call` texts
+    per call (a call may be a whole Ray Data job: few and large is the aim)."""
+    per_call = max(1, texts_per_call // len(templates))
     columns = []
-    for start in range(0, len(names), per_batch):
-        chunk = names[start:start + per_batch]
-        embedded = encode_texts(model, tokenizer, [t(name) for name in chunk for t in templates], device,
-                                texts_per_batch=len(chunk) * len(templates))
+    for start in range(0, len(names), per_call):
+        chunk = names[start:start + per_call]
+        embedded = encode([t(name) for name in chunk for t in templates])
         columns.append(F.normalize(embedded.reshape(len(chunk), len(templates), -1).mean(dim=1), dim=-1))
     return torch.cat(columns).T
 

@@ -57,10 +57,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ddp = ray.train.torch.prepare_model(model)
     step = TrainStep(ddp, clip_loss(rank, world), optimizer, scheduler, device, cfg.schedule.precision,
                      cfg.optim.grad_clip_norm)
+    progress.placement = _placement(rank, world, device)  # before the stream: nothing to close if it fails
     batches = iter_train_batches(ray.train.get_dataset_shard("train"), cfg.data, cfg.schedule.batch_size,
                                  device)
     meter = Meter(plan, rank, progress.step)
-    progress.placement = _placement(rank, world, device)
     if rank == 0:
         log.info("[train] rank 0 of %d on %s, from step %d/%d, global batch %d; %d node(s)", world, device,
                  progress.step, plan.total_steps, cfg.global_batch, len({p["node"] for p in progress.placement}))
