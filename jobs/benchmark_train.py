@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     from linnaeus.train import benchmark as bench
     from linnaeus.train import flops
     from linnaeus.train.ceiling import measure_ceiling
-    from linnaeus.train.trainer import cpu_nodes, share_cpus
+    from linnaeus.train.trainer import share_cluster_cpus
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,10 +88,7 @@ def run(args: argparse.Namespace) -> dict:
     if {"data", "e2e"} & set(args.modes):
         init_ray()
     if "data" in args.modes:
-        import ray
-
-        shared = share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")),
-                            nodes=cpu_nodes())
+        shared = share_cluster_cpus(plan)
         results["data"] = bench.data_only(shared, device, args.data_batches, warmup=5)
         report("data", results["data"])
     if "e2e" in args.modes:

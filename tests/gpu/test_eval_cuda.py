@@ -19,7 +19,7 @@ def test_text_features_on_the_gpu_match_the_cpu_within_bf16_precision():
     reference = zeroshot.classifier(cpu, tokenizer("linnaeus-tiny", 77), names, zeroshot.TEMPLATES["openai"])
     captions = local_texts(cpu, "linnaeus-tiny")(names)
     gpu = local_texts(create_model("linnaeus-tiny", seed=0).eval().to("cuda"), "linnaeus-tiny")
-    weights = ev._classifier(gpu, names, "openai")
+    weights = ev._classifiers(gpu, {"c": names}, "openai")["c"]
     assert weights.device.type == "cpu" and weights.shape == reference.shape
     torch.testing.assert_close(weights, reference, rtol=0, atol=3e-2)
     torch.testing.assert_close(gpu(names), captions, rtol=0, atol=3e-2)

@@ -160,3 +160,19 @@ def test_embedding_actors_always_leave_cpus_for_reading_and_decoding():
     assert encode_resources({"CPU": 16.0, "GPU": 1.0}, 7)[1]["num_gpus"] * 7 <= 1.0
     with pytest.raises(ValueError, match="0.5 CPUs"):
         encode_resources({"CPU": 0.5}, None)
+
+
+def test_classifiers_of_several_rank_lists_from_one_encoder_pass_equal_each_alone():
+    from linnaeus.eval.evaluate import _classifiers
+    from linnaeus.eval.texts import local_texts
+
+    model = create_model("linnaeus-tiny", seed=0).eval()
+    calls = []
+    encode = local_texts(model, "linnaeus-tiny")
+    counted = lambda texts: calls.append(len(texts)) or encode(texts)  # noqa: E731
+    groups = {"species": ["Pica hudsonia", "Corvus corax", "Corvus brachyrhynchos"], "genus": ["Pica", "Corvus"]}
+    together = _classifiers(counted, groups, "single")
+    assert calls == [5]  # one pass for both lists
+    for rank, names in groups.items():
+        alone = zeroshot.average_templates(encode, names, zeroshot.TEMPLATES["single"])
+        torch.testing.assert_close(together[rank], alone, rtol=0, atol=1e-6)

@@ -34,7 +34,8 @@ from linnaeus import storage
 from linnaeus.data import images as image_ops
 from linnaeus.data import shards, sources
 from linnaeus.eval.modelref import build_model
-from linnaeus.serving.preprocess import crop_transform, normalise, to_pixels
+from linnaeus.serving import towers
+from linnaeus.serving.preprocess import crop_transform, to_pixels
 from linnaeus.taxonomy import RANKS, Taxon
 
 META = ["image_id", *RANKS, "common_name", "caption"]
@@ -92,16 +93,12 @@ class _Encode:
     def __init__(self, spec: str):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build_model(spec)[0].to(self.device).eval()
-        cfg = self.model.visual.preprocess_cfg
-        self.mean, self.std = (torch.tensor(cfg[k], device=self.device).view(1, 3, 1, 1) for k in ("mean", "std"))
-        self.dim = self._encode(torch.zeros(1, 3, *cfg["size"], dtype=torch.uint8)).shape[1]
+        self.mean, self.std = towers.norm_stats(self.model, self.device)
+        size = self.model.visual.preprocess_cfg["size"]
+        self.dim = self._encode(torch.zeros(1, 3, *size, dtype=torch.uint8)).shape[1]
 
-    @torch.no_grad()
     def _encode(self, pixels: torch.Tensor) -> np.ndarray:
-        x = normalise(pixels.to(self.device, non_blocking=True), self.mean, self.std)
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
-            features = self.model.encode_image(x, normalize=True)
-        return features.float().cpu().numpy()
+        return towers.encode_pixels(self.model, pixels, self.mean, self.std).numpy()
 
     def __call__(self, batch: dict) -> dict:
         pixels, ok = batch.pop("pixels"), batch["ok"]
@@ -176,14 +173,14 @@ def embed_images(data: str, spec: str, preprocess_cfg: dict, actors: int | None 
         num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_Encode, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors), **encode)
-    data = _collect(ds.iter_batches(batch_format="numpy", batch_size=None))
+    data = _collect(ds.iter_batches(batch_format="numpy", batch_size=None),
+                    precision="bf16" if "num_gpus" in encode else "fp32")
     if log.isEnabledFor(logging.DEBUG):
         log.debug("embedding pipeline stats:\n%s", ds.stats())
-    data.precision = "bf16" if "num_gpus" in encode else "fp32"
     return data
 
 
-def _collect(batches) -> EvalSet:
+def _collect(batches, precision: str) -> EvalSet:
     features, taxa, ids, captions, skipped = [], [], [], [], []
     interned: dict[tuple, Taxon] = {}  # a million images share a few thousand taxa
     start = last = time.perf_counter()
@@ -204,7 +201,7 @@ def _collect(batches) -> EvalSet:
             captions.append(batch["caption"][i] or None)
     if not taxa:
         raise ValueError(f"no image could be embedded ({len(skipped)} skipped)")
-    return EvalSet(torch.from_numpy(np.concatenate(features)), taxa, ids, captions, skipped)
+    return EvalSet(torch.from_numpy(np.concatenate(features)), taxa, ids, captions, skipped, precision)
 
 
 @torch.no_grad()

@@ -17,7 +17,6 @@ Notable:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import torch
 
@@ -32,35 +31,42 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _classifier(texts: TextEncoder, names: Sequence[str], templates: str) -> torch.Tensor:
-    return zeroshot.average_templates(texts, names, zeroshot.TEMPLATES[templates]).float()
+def _classifiers(texts: TextEncoder, names: dict[str, list[str]], templates: str) -> dict[str, torch.Tensor]:
+    """[D, C] weights per list of class names, from one pass of the encoder over all of them (through
+    model actors each pass is a Ray Data run with its own start-up: one for all ranks, not one per rank)."""
+    everything = [n for group in names.values() for n in group]
+    weights = zeroshot.average_templates(texts, everything, zeroshot.TEMPLATES[templates]).float()
+    return dict(zip(names, weights.split([len(g) for g in names.values()], dim=1)))
 
 
 def zero_shot(texts: TextEncoder, data: EvalSet, cfg: EvalConfig) -> dict:
     classes, labels = ranks.rank_classes(data.taxa, cfg.rank)
-    known = labels >= 0
     names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
-    weights = _classifier(texts, names, cfg.templates)
-    top = zeroshot.top_classes(data.features[known.to(data.features.device)], weights)
+    direct = {rank: ranks.rank_classes(data.taxa, rank) for rank in RANKS[: RANKS.index(cfg.rank) + 1]}
+    weights = _classifiers(texts, {"": names, **{rank: [c.taxonomic_name() for c in rank_classes]
+                                                 for rank, (rank_classes, _) in direct.items()
+                                                 if len(rank_classes) >= 2}}, cfg.templates)
+    top = _top(data, labels, weights[""])
+    known = labels >= 0
     out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
            **zeroshot.accuracy_from_top(top, labels[known])}
     predicted = [classes[i] for i in top[:, 0].tolist()]
     truth = [t for t, k in zip(data.taxa, known.tolist()) if k]
     out["per_rank_via_prediction"] = ranks.via_species(predicted, truth)
-    out["per_rank_direct"] = {rank: _direct(texts, data, rank, cfg)
-                              for rank in RANKS[: RANKS.index(cfg.rank) + 1]}
+    out["per_rank_direct"] = {rank: _direct(data, len(rank_classes), rank_labels, weights.get(rank))
+                              for rank, (rank_classes, rank_labels) in direct.items()}
     return out
 
 
-def _direct(texts: TextEncoder, data: EvalSet, rank: str, cfg: EvalConfig) -> dict:
-    classes, labels = ranks.rank_classes(data.taxa, rank)
-    known = labels >= 0
-    if len(classes) < 2:
-        return {"classes": len(classes), "note": "one class: nothing to classify"}
-    names = [c.taxonomic_name() for c in classes]
-    weights = _classifier(texts, names, cfg.templates)
-    top = zeroshot.top_classes(data.features[known.to(data.features.device)], weights)
-    return {"classes": len(classes), **zeroshot.accuracy_from_top(top, labels[known])}
+def _direct(data: EvalSet, classes: int, labels: torch.Tensor, weights: torch.Tensor | None) -> dict:
+    if weights is None:
+        return {"classes": classes, "note": "one class: nothing to classify"}
+    return {"classes": classes, **zeroshot.accuracy_from_top(_top(data, labels, weights), labels[labels >= 0])}
+
+
+def _top(data: EvalSet, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Top-5 classes of the images whose label is known (>= 0)."""
+    return zeroshot.top_classes(data.features[(labels >= 0).to(data.features.device)], weights)
 
 
 def few_shot(data: EvalSet, cfg: EvalConfig) -> dict:

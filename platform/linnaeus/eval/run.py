@@ -25,7 +25,7 @@ def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Locatio
     for spec, (model, arch) in models.items():
         model = model.eval()
         data = embed_images(cfg.data, spec, model.visual.preprocess_cfg, cfg.actors, cfg.batch_size, cfg.s3)
-        texts = text_encoder(spec, model, arch)
+        texts = text_encoder(spec, arch)
         for text_type in text_types:
             label = describe(spec) if describe(spec) not in results else spec
             label += f" [{text_type.value}]" if len(text_types) > 1 else ""

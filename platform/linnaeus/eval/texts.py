@@ -18,28 +18,20 @@ import numpy as np
 import ray
 import torch
 
-from linnaeus.eval import zeroshot
 from linnaeus.eval.modelref import build_model
 from linnaeus.models import tokenizer
+from linnaeus.serving import towers
 
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 TEXTS_PER_BATCH = 1024
 ACTOR_CPUS = 0.25  # they wait on their GPU; Ray Data's own tasks keep the rest
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def local_texts(model, arch: str) -> TextEncoder:
     """Texts encoded by `model` where it is (its device decides the precision)."""
     device = next(model.parameters()).device
 
-    def encode(texts: Sequence[str]) -> torch.Tensor:
-        with _autocast(device):
-            return zeroshot.encode_texts(model, tokenizer(arch, 77), list(texts), device).cpu()
-
-    return encode
+    return lambda texts: towers.encode_texts(model, tokenizer(arch, 77), texts, device)
 
 
 class _EncodeTexts:
@@ -73,9 +65,10 @@ def cluster_texts(spec: str, arch: str, actors: int, gpus_each: float) -> TextEn
     return encode
 
 
-def text_encoder(spec: str, model, arch: str) -> TextEncoder:
-    """On the driver when it has a GPU or the cluster has none; else on one actor per cluster GPU."""
+def text_encoder(spec: str, arch: str) -> TextEncoder | None:
+    """Model actors, one per cluster GPU, when the driver has no GPU and the cluster has some; else None:
+    the driver encodes (`local_texts`, evaluation's default)."""
     gpus = int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
     if torch.cuda.is_available() or gpus == 0:
-        return local_texts(model.to("cuda" if torch.cuda.is_available() else "cpu"), arch)
+        return None
     return cluster_texts(spec, arch, actors=gpus, gpus_each=1.0)

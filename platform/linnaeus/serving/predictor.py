@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from linnaeus import storage
@@ -26,7 +25,8 @@ from linnaeus.eval import zeroshot
 from linnaeus.models import read_export, tokenizer
 from linnaeus.serving.bank import BankError, LabelBank, default_location
 from linnaeus.serving.labels import LabelCache
-from linnaeus.serving.preprocess import crop_transform, normalise, to_pixels
+from linnaeus.serving import towers
+from linnaeus.serving.preprocess import crop_transform, to_pixels
 from linnaeus.taxonomy import RANKS, Taxon
 
 TEMPLATE_SETS = {**zeroshot.TEMPLATES, "none": (lambda c: c,)}
@@ -44,8 +44,7 @@ class Predictor:
         cfg = self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
         self._crop = crop_transform(cfg)
         self.image_size = tuple(cfg["size"])
-        self._mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
+        self._mean, self._std = towers.norm_stats(self.model, self.device)
         self.logit_scale = float(self.model.logit_scale.detach().exp())
         self.cache = LabelCache(cache_size)
         self.bank = self._load_bank(bank, s3)
@@ -68,9 +67,6 @@ class Predictor:
         bank.embeddings = bank.embeddings.to(self.device)
         return bank
 
-    def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
     # --- embeddings ------------------------------------------------------------------------------
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """An RGB image -> uint8 [3, S, S] after the model's eval resize and centre crop."""
@@ -81,18 +77,14 @@ class Predictor:
         """uint8 [B, 3, S, S] -> normalised float32 features [B, D] on the CPU."""
         if self._graphed is not None:
             return self._graphed(pixels)
-        x = normalise(pixels.to(self.device, non_blocking=True), self._mean, self._std)
-        with self._autocast():
-            features = self.model.encode_image(x)
-        return F.normalize(features.float(), dim=-1).cpu()
+        return towers.encode_pixels(self.model, pixels, self._mean, self._std)
 
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.encode_pixels(torch.stack([self.pixels(im) for im in images]))
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Normalised float32 text features [N, D], texts as given (no templates)."""
-        with self._autocast():
-            return zeroshot.encode_texts(self.model, self.tokenizer, texts, self.device).cpu()
+        return towers.encode_texts(self.model, self.tokenizer, texts, self.device)
 
     def label_embeddings(self, labels: Sequence[str], templates: str = "openai") -> torch.Tensor:
         """[L, D] template-averaged label embeddings, through the LRU cache."""
@@ -100,7 +92,7 @@ class Predictor:
             raise ValueError(f"templates: {templates!r} is not one of {sorted(TEMPLATE_SETS)}")
 
         def compute(missing: list[int]) -> torch.Tensor:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), towers.autocast(self.device):
                 weights = zeroshot.classifier(self.model, self.tokenizer, [labels[i] for i in missing],
                                               TEMPLATE_SETS[templates], self.device)
             return weights.T.float()

@@ -57,8 +57,10 @@ class StreamFactory:
         return stream.dataset
 
 
-def cpu_nodes() -> int:
-    return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0) or 1
+def share_cluster_cpus(plan: TrainPlan) -> TrainPlan:
+    """`share_cpus` on the Ray cluster this process is connected to."""
+    nodes = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0) or 1
+    return share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")), nodes=nodes)
 
 
 def share_cpus(plan: TrainPlan, cluster: dict[str, float], joined: bool, nodes: int = 1) -> TrainPlan:
@@ -122,7 +124,7 @@ def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
     storage.ensure_bucket(plan.run)
     if not exists:
         save_plan(plan)  # before the CPU share: a resume on another cluster works its own out
-    plan = share_cpus(plan, ray.cluster_resources(), joined=bool(os.environ.get("RAY_ADDRESS")), nodes=cpu_nodes())
+    plan = share_cluster_cpus(plan)
     counter = SkipCounter.remote()
     result = build_trainer(plan, counter).fit()
     return result, ray.get(counter.summary.remote())
