@@ -4,7 +4,8 @@
 
 Starts a local Ray Serve with the project's application (GPU model replica when there is a GPU), then
 for each scenario drives it with client processes (aiohttp, payloads base64-encoded in advance) for
---duration seconds after a warm-up, and reports images/s, requests/s and latency percentiles. The
+--duration seconds after a warm-up, and reports images/s, requests/s, latency percentiles, the
+ingress's own timings (its Server-Timing header) and the host's CPU per image by role. The
 naive baseline is the same model and HTTP path with batching off (max_batch_size 1) and one request
 in flight. `--model arch:<name>` exports a randomly initialised model first (speed does not depend on
 the weights). Writes results.json and prints a markdown table.
@@ -13,10 +14,8 @@ the weights). Writes results.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
-import multiprocessing as mp
+import os
 import socket
 import sys
 import time
@@ -46,54 +45,11 @@ SCENARIOS = {
     "single-c1-nowait": Scenario("single-c1-nowait", 1, 1, 256, 0.0),
     "single-c64-nowait": Scenario("single-c64-nowait", 1, 64, 256, 0.0),
     "batch32-c16-nowait": Scenario("batch32-c16-nowait", 32, 16, 256, 0.0),
+    "batch32-c32-nowait": Scenario("batch32-c32-nowait", 32, 32, 256, 0.0),
 }
-DEFAULT_SCENARIOS = ["single-c1", "naive-single-c1", "single-c64", "batch32-c16", "batch32-c32", "naive-batch32-c1"]
-
-
-def _client(url: str, payloads: list[bytes], concurrency: int, warmup: float, duration: float, queue) -> None:
-    import aiohttp
-
-    async def run():
-        latencies, errors = [], 0
-        t_start = time.perf_counter()
-        t_measure, t_end = t_start + warmup, t_start + warmup + duration
-
-        async def worker(i: int):
-            nonlocal errors
-            async with aiohttp.ClientSession(headers={"content-type": "application/json"}) as session:
-                n = i
-                while time.perf_counter() < t_end:
-                    t0 = time.perf_counter()
-                    try:
-                        async with session.post(url, data=payloads[n % len(payloads)]) as r:
-                            await r.read()
-                            ok = r.status == 200
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
-                        ok = False
-                    t1 = time.perf_counter()
-                    n += concurrency
-                    if t0 >= t_measure and t1 <= t_end:
-                        latencies.append(t1 - t0) if ok else None
-                        errors += not ok
-
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        return latencies, errors
-
-    queue.put(asyncio.run(run()))
-
-
-def drive(url: str, payloads: list[bytes], concurrency: int, processes: int, warmup: float,
-          duration: float) -> tuple[list[float], int]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    per = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    procs = [ctx.Process(target=_client, args=(url, payloads, c, warmup, duration, queue)) for c in per if c]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=warmup + duration + 120) for _ in procs]
-    for p in procs:
-        p.join()
-    return [lat for r in results for lat in r[0]], sum(r[1] for r in results)
+# The service's default batching is no wait (BatchingConfig); the 2 ms rows are kept for comparison.
+DEFAULT_SCENARIOS = ["single-c1-nowait", "naive-single-c1", "single-c64-nowait", "batch32-c16-nowait",
+                     "batch32-c32-nowait", "naive-batch32-c1"]
 
 
 def load_images(folder: str, limit: int) -> list[bytes]:
@@ -101,15 +57,6 @@ def load_images(folder: str, limit: int) -> list[bytes]:
     if not paths:
         raise SystemExit(f"error: no JPEGs under {folder}")
     return [p.read_bytes() for p in paths]
-
-
-def payloads_for(images: list[bytes], per_request: int, count: int = 64) -> list[bytes]:
-    encoded = [base64.b64encode(b).decode() for b in images]
-    out = []
-    for i in range(count):
-        chosen = [encoded[(i * per_request + j) % len(encoded)] for j in range(per_request)]
-        out.append(json.dumps({"images": chosen}).encode())
-    return out
 
 
 def _free_port() -> int:
@@ -139,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingress-replicas", type=int, default=8)
     p.add_argument("--client-processes", type=int, default=4)
     p.add_argument("--cuda-graphs", type=int, default=256, help="0: eager model in the service")
+    p.add_argument("--no-model-only", action="store_true", help="skip the model-only (no HTTP) figures")
+    p.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the Ray processes started here (Ray Serve's RAY_SERVE_* knobs); "
+                        "the driver keeps its own")
     args = p.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -149,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from linnaeus.runtime import init_ray
+    from linnaeus.serving.loadgen import CpuMeter, drive, payloads_for, server_breakdown
     from serve.app import build_app
 
     model = prepare_model(args.model, output)
-    ceiling = {"eager": model_only(model, images, 0)}
-    if args.cuda_graphs:
+    ceiling = {} if args.no_model_only else {"eager": model_only(model, images, 0)}
+    if args.cuda_graphs and not args.no_model_only:
         ceiling["cuda_graphs"] = model_only(model, images, args.cuda_graphs)
     print(json.dumps({"model_only": ceiling}), flush=True)
+    # Serve reads its knobs when a process imports it: set after this driver imported Serve, they
+    # reach only the processes the local Ray starts (proxy, controller, replicas).
+    os.environ.update(dict(kv.split("=", 1) for kv in args.serve_env))
     init_ray()
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -171,22 +126,27 @@ def main(argv: list[str] | None = None) -> int:
         # What `serve deploy` does with a new user_config, called directly on the one model replica.
         handle.reconfigure.remote({"max_batch_size": sc.max_batch_size,
                                    "batch_wait_timeout_s": sc.batch_wait_s}).result()
-        latencies, errors = drive(url, payloads_for(images, sc.images_per_request), sc.concurrency,
-                                  min(args.client_processes, sc.concurrency), args.warmup, args.duration)
+        latencies, errors, timings, cpu = drive(url, payloads_for(images, sc.images_per_request), sc.concurrency,
+                                                min(args.client_processes, sc.concurrency), args.warmup,
+                                                args.duration, CpuMeter())
         lat = np.array(latencies) * 1000
         row = {**asdict(sc), "requests": len(lat), "errors": errors,
                "requests_per_s": round(len(lat) / args.duration, 1),
                "images_per_s": round(len(lat) * sc.images_per_request / args.duration, 1),
                "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
                "p90_ms": round(float(np.percentile(lat, 90)), 2) if len(lat) else None,
-               "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None}
+               "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+               "server_p50_ms": server_breakdown(timings)}
+        served = row["images_per_s"] * args.duration
+        row["cpu_ms_per_image"] = {role: round(1000 * sec / served, 2) for role, sec in cpu.items()} if served else None
         sizes = handle.batch_sizes.remote().result()
         row["mean_batch"] = round(float(np.mean(sizes)), 1) if sizes else None
         rows.append(row)
         print(json.dumps(row), flush=True)
     env = {"gpu": _gpu_name(), "model_only": ceiling, "cpus": int(ray.cluster_resources().get("CPU", 0)),
            "model": args.model, "payload_bytes_mean": int(np.mean([len(b) for b in images])),
-           "duration_s": args.duration, "ingress_replicas": args.ingress_replicas, "cuda_graphs": args.cuda_graphs}
+           "duration_s": args.duration, "ingress_replicas": args.ingress_replicas, "cuda_graphs": args.cuda_graphs,
+           "serve_env": args.serve_env}
     (output / "results.json").write_text(json.dumps({"env": env, "scenarios": rows}, indent=1))
     print(markdown(rows, env))
     serve.shutdown()
@@ -229,11 +189,14 @@ def markdown(rows: list[dict], env: dict) -> str:
     lines = [f"{env['model']} on {env['gpu']}, {env['cpus']} CPUs, {env['ingress_replicas']} ingress replicas, "
              f"mean payload image {env['payload_bytes_mean']:,} bytes; model only (no HTTP): {env['model_only']}",
              "", "| scenario | images/request | concurrency | max batch | images/s | requests/s | p50 ms | "
-             "p90 ms | p99 ms | mean batch | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "p90 ms | p99 ms | mean batch | errors | in the ingress, p50 ms | CPU ms per image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['images_per_request']} | {r['concurrency']} | {r['max_batch_size']} | "
                      f"{r['images_per_s']:,} | {r['requests_per_s']} | {r['p50_ms']} | {r['p90_ms']} | "
-                     f"{r['p99_ms']} | {r['mean_batch']} | {r['errors']} |")
+                     f"{r['p99_ms']} | {r['mean_batch']} | {r['errors']} | "
+                     + " ".join(f"{k} {v}" for k, v in r["server_p50_ms"].items()) + " | "
+                     + " ".join(f"{k} {v}" for k, v in (r["cpu_ms_per_image"] or {}).items()) + " |")
     return "\n".join(lines)
 
 

@@ -7,9 +7,12 @@ Notable:
   limit: 401 (API key), 413 (body, image bytes, pixels, counts), 422 (fields), 400 (an image that is
   not one or has extreme proportions, bad base64, a subset name that matches nothing). A 500 means a bug, never client input.
 - Images are decoded and cropped to the model's input in a thread pool (PIL releases the GIL), and
-  travel to the model deployment as uint8 tensors.
+  travel to the model deployment as one uint8 numpy array per request ([N, 3, S, S]).
 - The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
   `/healthz` and `/docs` stay open for probes and readers.
+- Every answer carries a `Server-Timing` header (ms spent in this replica: `parse`, `decode`, `model`
+  — the round trip to the model deployment, its queue included — and `ingress`, the whole handler), so
+  a client can tell the service's time from the network's and the proxy's.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real annotations on the routes.
@@ -21,8 +24,8 @@ import logging
 import os
 import time
 
-import torch
-from fastapi import FastAPI, Request
+import numpy as np
+from fastapi import FastAPI, Request, Response
 from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -30,7 +33,8 @@ from ray import serve
 
 from linnaeus.config import ServeLimits
 from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
-from linnaeus.serving.preprocess import crop_transform, to_pixels
+from linnaeus.serving.preprocess import crop_pixels, crop_transform
+from linnaeus.serving.timing import server_timing, timed
 from serve import schemas
 from serve.metrics import IngressMetrics
 
@@ -89,12 +93,17 @@ class Ingress:
         return self._info
 
     # --- plumbing --------------------------------------------------------------------------------
-    async def _handle(self, request: Request, endpoint: str, body_model, work):
+    async def _handle(self, request: Request, response: Response, endpoint: str, body_model, work):
         start, status, reason = time.perf_counter(), 200, None
+        timings: dict = {}
         try:
             self._authorise(request)
-            fields, blobs = await self._parse(request, body_model)
-            return await work(fields, blobs)
+            with timed(timings, "parse"):
+                fields, blobs = await self._parse(request, body_model)
+            result = await work(fields, blobs, timings)
+            timings["ingress"] = time.perf_counter() - start
+            response.headers["server-timing"] = server_timing(timings)
+            return result
         except ApiError as exc:
             status, reason = exc.status, exc.reason
             return _error_response(exc)
@@ -190,57 +199,65 @@ class Ingress:
                 if not text.strip():
                     raise ApiError(422, "empty_text", f"{name}[{i}]: empty")
 
-    async def _pixels(self, blobs: list[bytes], endpoint: str) -> torch.Tensor:
+    async def _pixels(self, blobs: list[bytes], endpoint: str, timings: dict) -> np.ndarray:
         await self._model_info()
         self.metrics.images.inc(len(blobs), tags={"endpoint": endpoint})
 
-        def one(i: int, data: bytes) -> torch.Tensor:
+        def one(i: int, data: bytes) -> np.ndarray:
             try:
-                return to_pixels(decode_image(data, self.image_limits), self._crop)
+                return crop_pixels(decode_image(data, self.image_limits), self._crop)
             except ImageRejected as exc:
                 raise ApiError(_IMAGE_STATUS.get(exc.reason, 400), exc.reason, f"images[{i}]: {exc}") from None
             except Exception as exc:  # the image decoded but cannot be cropped: still the client's image
                 raise ApiError(400, "unprocessable_image", f"images[{i}]: {type(exc).__name__}: {exc}") from None
 
-        return torch.stack(await asyncio.gather(*(asyncio.to_thread(one, i, b) for i, b in enumerate(blobs))))
+        with timed(timings, "decode"):
+            return np.stack(await asyncio.gather(*(asyncio.to_thread(one, i, b) for i, b in enumerate(blobs))))
+
+    @staticmethod
+    async def _call(timings: dict, method, *args):
+        with timed(timings, "model"):
+            return await method.remote(*args)
 
     # --- endpoints -------------------------------------------------------------------------------
     @api.post("/v1/classify", response_model=schemas.ClassifyResponse,
               openapi_extra=schemas.openapi_body(schemas.ClassifyRequest))
-    async def classify(self, request: Request):
-        async def work(f: schemas.ClassifyRequest, blobs):
+    async def classify(self, request: Request, response: Response):
+        async def work(f: schemas.ClassifyRequest, blobs, timings):
             self._check_counts(images=len(blobs), labels=f.labels, k=f.k)
-            results = await self.model.classify.remote(await self._pixels(blobs, "classify"), f.labels, f.k, f.templates)
+            pixels = await self._pixels(blobs, "classify", timings)
+            results = await self._call(timings, self.model.classify, pixels, f.labels, f.k, f.templates)
             return {"model": self._info["model"], "results": results}
-        return await self._handle(request, "classify", schemas.ClassifyRequest, work)
+        return await self._handle(request, response, "classify", schemas.ClassifyRequest, work)
 
     @api.post("/v1/taxonomy", response_model=schemas.TaxonomyResponse,
               openapi_extra=schemas.openapi_body(schemas.TaxonomyRequest))
-    async def taxonomy(self, request: Request):
-        async def work(f: schemas.TaxonomyRequest, blobs):
+    async def taxonomy(self, request: Request, response: Response):
+        async def work(f: schemas.TaxonomyRequest, blobs, timings):
             subset = f.subset or []
             self._check_counts(images=len(blobs), labels=subset, k=f.k, labels_name="subset")
             if not (await self._model_info())["bank_taxa"]:
                 raise ApiError(503, "no_label_bank", "this service has no label bank loaded; build one with "
                                                      "jobs/build_label_bank.py and redeploy")
-            results = await self.model.taxonomy.remote(await self._pixels(blobs, "taxonomy"), f.rank, f.k, f.subset)
+            pixels = await self._pixels(blobs, "taxonomy", timings)
+            results = await self._call(timings, self.model.taxonomy, pixels, f.rank, f.k, f.subset)
             if isinstance(results, dict):
                 raise ApiError(400, "bad_subset", results["error"])
             return {"model": self._info["model"], "rank": f.rank, "results": results}
-        return await self._handle(request, "taxonomy", schemas.TaxonomyRequest, work)
+        return await self._handle(request, response, "taxonomy", schemas.TaxonomyRequest, work)
 
     @api.post("/v1/embed", response_model=schemas.EmbedResponse,
               openapi_extra=schemas.openapi_body(schemas.EmbedRequest))
-    async def embed(self, request: Request):
-        async def work(f: schemas.EmbedRequest, blobs):
+    async def embed(self, request: Request, response: Response):
+        async def work(f: schemas.EmbedRequest, blobs, timings):
             self._check_counts(images=len(blobs), texts=f.texts or [])
             info = await self._model_info()
             if blobs:
-                vectors = await self.model.embed_images.remote(await self._pixels(blobs, "embed"))
+                vectors = await self._call(timings, self.model.embed_images, await self._pixels(blobs, "embed", timings))
             else:
-                vectors = await self.model.embed_texts.remote(f.texts)
+                vectors = await self._call(timings, self.model.embed_texts, f.texts)
             return {"model": info["model"], "dim": len(vectors[0]), "embeddings": vectors}
-        return await self._handle(request, "embed", schemas.EmbedRequest, work)
+        return await self._handle(request, response, "embed", schemas.EmbedRequest, work)
 
     @api.get("/healthz", response_model=schemas.Health)
     async def healthz(self):

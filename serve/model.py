@@ -1,9 +1,12 @@
 """The model deployment: one Predictor per replica, images batched across concurrent requests.
 
 Notable:
-- Every image of every request goes through `_embed`, a `@serve.batch` method: concurrent requests
-  share GPU batches. Batch size and wait are the deployment's `user_config` (`BatchingConfig`), so
-  `serve deploy` retunes them live.
+- Every request's images go through `_embed`, a `@serve.batch` method, as one item (split into pieces
+  of at most `max_batch_size` images): concurrent requests share GPU batches, and the batch size counts
+  images, not requests (`batch_size_fn`). One batch item per request, not per image: a 32-image request
+  costs the event loop one future, not 32. Batch size and wait are the deployment's `user_config`
+  (`BatchingConfig`), so `serve deploy` retunes them live.
+- Pixels arrive as uint8 numpy arrays: Ray hands large ones over from shared memory without a copy.
 - Model work runs in a worker thread, so the replica's event loop keeps queueing the next batch while
   the GPU is busy. Label embeddings come from the Predictor's LRU cache; hits and misses are exported.
 - Errors a client caused (a subset name that matches no taxon) come back as `{"error": ...}`, for the
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+import numpy as np
 import torch
 from ray import serve
 
@@ -27,6 +31,10 @@ from serve.metrics import ModelMetrics
 DEFAULT_BATCHING = BatchingConfig()
 
 
+def _images(items: list[np.ndarray]) -> int:
+    return sum(len(x) for x in items)
+
+
 @serve.deployment(max_ongoing_requests=64)
 class ModelServer:
     def __init__(self, model: str, bank: str | None, cache_size: int, s3: S3Options | None, cuda_graphs: int):
@@ -35,9 +43,11 @@ class ModelServer:
         self._recent_batches: deque[int] = deque(maxlen=1000)
         self._waiting = 0
         self._cache_seen = (0, 0)
+        self._max_batch = DEFAULT_BATCHING.max_batch_size
 
     def reconfigure(self, user_config: dict) -> None:
         cfg = BatchingConfig.model_validate(user_config or {})
+        self._max_batch = cfg.max_batch_size
         self._embed.set_max_batch_size(cfg.max_batch_size)
         self._embed.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self._recent_batches.clear()  # sizes describe the current settings only
@@ -48,37 +58,41 @@ class ModelServer:
                 "bank_taxa": len(p.bank) if p.bank is not None else 0}
 
     @serve.batch(max_batch_size=DEFAULT_BATCHING.max_batch_size,
-                 batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s)
-    async def _embed(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
-        self.metrics.batch_size.observe(len(pixels))
-        self._recent_batches.append(len(pixels))
-        features = await asyncio.to_thread(self.predictor.encode_pixels, torch.stack(pixels))
-        return list(features)
+                 batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s, batch_size_fn=_images)
+    async def _embed(self, chunks: list[np.ndarray]) -> list[torch.Tensor]:
+        sizes = [len(c) for c in chunks]
+        self.metrics.batch_size.observe(sum(sizes))
+        self._recent_batches.append(sum(sizes))
+        pixels = torch.from_numpy(np.concatenate(chunks))  # a copy: the arrays are read-only views
+        features = await asyncio.to_thread(self.predictor.encode_pixels, pixels)
+        return list(features.split(sizes))
 
-    async def features(self, pixels: torch.Tensor) -> torch.Tensor:
+    async def features(self, pixels: np.ndarray) -> torch.Tensor:
         self._waiting += len(pixels)
         self.metrics.queue_depth.set(self._waiting)
+        step = self._max_batch
         try:
-            return torch.stack(await asyncio.gather(*(self._embed(p) for p in pixels)))
+            return torch.cat(await asyncio.gather(*(self._embed(pixels[i:i + step])
+                                                    for i in range(0, len(pixels), step))))
         finally:
             self._waiting -= len(pixels)
             self.metrics.queue_depth.set(self._waiting)
 
-    async def classify(self, pixels: torch.Tensor, labels: list[str], k: int, templates: str) -> list:
+    async def classify(self, pixels: np.ndarray, labels: list[str], k: int, templates: str) -> list:
         features = await self.features(pixels)
         try:
             return await asyncio.to_thread(self.predictor.classify_features, features, labels, k, templates)
         finally:
             self._export_cache_counts()
 
-    async def taxonomy(self, pixels: torch.Tensor, rank: str, k: int, subset: list[str] | None):
+    async def taxonomy(self, pixels: np.ndarray, rank: str, k: int, subset: list[str] | None):
         features = await self.features(pixels)
         try:
             return await asyncio.to_thread(self.predictor.predict_features, features, rank, k, subset)
         except BankError as exc:
             return {"error": str(exc)}
 
-    async def embed_images(self, pixels: torch.Tensor) -> list[list[float]]:
+    async def embed_images(self, pixels: np.ndarray) -> list[list[float]]:
         return (await self.features(pixels)).tolist()
 
     async def embed_texts(self, texts: list[str]) -> list[list[float]]:

@@ -237,6 +237,33 @@ def test_concurrent_requests_share_model_batches(server, photos):
     assert max(sizes) > 1, sizes
 
 
+def test_a_request_larger_than_the_batch_limit_is_split_and_keeps_its_order(server, photos):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ModelServer", app_name="open")
+    single = [requests.post(f"{server}/v1/embed", json={"images": [_b64(p)]}, timeout=60).json()["embeddings"][0]
+              for p in photos[:3]]
+    handle.reconfigure.remote({"max_batch_size": 2}).result()
+    try:  # the app's limit is 4 images per request
+        r = requests.post(f"{server}/v1/embed", json={"images": [_b64(p) for p in photos[:3]]}, timeout=60)
+        sizes = handle.batch_sizes.remote().result()
+    finally:
+        handle.reconfigure.remote({}).result()
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()["embeddings"]), np.array(single), atol=1e-5)
+    assert sizes and max(sizes) <= 2 and sum(sizes) == 3, sizes
+
+
+def test_answers_say_where_the_ingress_spent_its_time(server, photos):
+    from linnaeus.serving.timing import parse_server_timing
+
+    r = requests.post(f"{server}/v1/embed", json={"images": [_b64(photos[0])]}, timeout=60)
+    timings = parse_server_timing(r.headers["server-timing"])
+    assert set(timings) == {"parse", "decode", "model", "ingress"}, r.headers["server-timing"]
+    assert all(v >= 0 for v in timings.values())
+    assert timings["ingress"] >= timings["decode"] + timings["model"]
+
+
 def test_label_embeddings_are_cached_across_requests(server, photos):
     from ray import serve
 
