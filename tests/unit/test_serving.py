@@ -128,6 +128,23 @@ def test_pixels_then_encode_equals_open_clip_eval_transform(predictor, tree):
     torch.testing.assert_close(predictor.embed_images(photos), reference, rtol=1e-4, atol=1e-5)
 
 
+def test_crop_converts_other_modes_like_open_clip_and_leaves_rgb_uncopied(predictor):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from linnaeus.serving.preprocess import crop_transform
+
+    cfg = predictor.model.visual.preprocess_cfg
+    crop = crop_transform(cfg)
+    full = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+    gray = Image.fromarray(np.arange(120 * 90, dtype=np.uint32).reshape(90, 120).astype(np.uint8), "L")
+    ours = torch.from_numpy(np.asarray(crop(gray), dtype=np.float32).transpose(2, 0, 1) / 255)
+    theirs = full(gray)  # converted, cropped, normalised by open_clip
+    mean, std = torch.tensor(cfg["mean"])[:, None, None], torch.tensor(cfg["std"])[:, None, None]
+    torch.testing.assert_close((ours - mean) / std, theirs, rtol=0, atol=1e-5)
+    rgb = Image.new("RGB", (64, 64))
+    assert crop.transforms[-1](rgb) is rgb
+
+
 def test_classify_ranks_labels_by_softmax_and_reuses_cached_label_embeddings(predictor, tree):
     labels = ["a red bird", "a blue fish", "a green leaf", "a snail"]
     photos = _photos(tree)

@@ -48,6 +48,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
                             f"{width}x{height}: sides differ more than {limits.max_aspect_ratio:g} times")
     try:
         img.load()
-        return to_rgb(ImageOps.exif_transpose(img))[0]  # alpha on white, 16-bit scaled, as at ingest
+        ImageOps.exif_transpose(img, in_place=True)  # in place: without a tag, the default copies the image
+        return to_rgb(img)[0]  # alpha on white, 16-bit scaled, as at ingest
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None
