@@ -52,6 +52,31 @@ DEFAULT_SCENARIOS = ["single-c1-nowait", "naive-single-c1", "single-c64-nowait",
                      "batch32-c32-nowait", "naive-batch32-c1"]
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def summarise(window, images_per_request: int, duration: float) -> dict:
+    """A scenario's row: rates from requests finished in the window, percentiles from those started in it."""
+    from linnaeus.serving.loadgen import server_breakdown
+
+    lat = np.array(window.latencies) * 1000
+    served = window.completed * images_per_request
+
+    def pct(q):
+        return round(float(np.percentile(lat, q)), 2) if len(lat) else None
+
+    return {"requests": window.completed, "errors": window.errors,
+            "requests_per_s": round(window.completed / duration, 1), "images_per_s": round(served / duration, 1),
+            "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
+            "server_p50_ms": server_breakdown(window.timings),
+            "cpu_ms_per_image": {role: round(1000 * sec / served, 2) for role, sec in window.cpu.items()}
+            if served else None}
+
+
 def load_images(folder: str, limit: int) -> list[bytes]:
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:limit]
     if not paths:
@@ -87,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-processes", type=int, default=4)
     p.add_argument("--cuda-graphs", type=int, default=256, help="0: eager model in the service")
     p.add_argument("--no-model-only", action="store_true", help="skip the model-only (no HTTP) figures")
-    p.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                    help="environment for the Ray processes started here (Ray Serve's RAY_SERVE_* knobs); "
                         "the driver keeps its own")
     args = p.parse_args(argv)
+    if args.serve_env and os.environ.get("RAY_ADDRESS"):
+        p.error("--serve-env reaches only a Ray this script starts; unset RAY_ADDRESS")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     scenarios = [SCENARIOS[name] for name in args.scenarios.split(",")]
@@ -100,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from linnaeus.runtime import init_ray
-    from linnaeus.serving.loadgen import CpuMeter, drive, payloads_for, server_breakdown
+    from linnaeus.serving.loadgen import drive, payloads_for
     from serve.app import build_app
 
     model = prepare_model(args.model, output)
@@ -110,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"model_only": ceiling}), flush=True)
     # Serve reads its knobs when a process imports it: set after this driver imported Serve, they
     # reach only the processes the local Ray starts (proxy, controller, replicas).
-    os.environ.update(dict(kv.split("=", 1) for kv in args.serve_env))
+    os.environ.update(dict(args.serve_env))
     init_ray()
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -126,19 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         # What `serve deploy` does with a new user_config, called directly on the one model replica.
         handle.reconfigure.remote({"max_batch_size": sc.max_batch_size,
                                    "batch_wait_timeout_s": sc.batch_wait_s}).result()
-        latencies, errors, timings, cpu = drive(url, payloads_for(images, sc.images_per_request), sc.concurrency,
-                                                min(args.client_processes, sc.concurrency), args.warmup,
-                                                args.duration, CpuMeter())
-        lat = np.array(latencies) * 1000
-        row = {**asdict(sc), "requests": len(lat), "errors": errors,
-               "requests_per_s": round(len(lat) / args.duration, 1),
-               "images_per_s": round(len(lat) * sc.images_per_request / args.duration, 1),
-               "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
-               "p90_ms": round(float(np.percentile(lat, 90)), 2) if len(lat) else None,
-               "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
-               "server_p50_ms": server_breakdown(timings)}
-        served = row["images_per_s"] * args.duration
-        row["cpu_ms_per_image"] = {role: round(1000 * sec / served, 2) for role, sec in cpu.items()} if served else None
+        window = drive(url, payloads_for(images, sc.images_per_request), sc.concurrency,
+                       min(args.client_processes, sc.concurrency), args.warmup, args.duration)
+        row = {**asdict(sc), **summarise(window, sc.images_per_request, args.duration)}
         sizes = handle.batch_sizes.remote().result()
         row["mean_batch"] = round(float(np.mean(sizes)), 1) if sizes else None
         rows.append(row)

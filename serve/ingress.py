@@ -10,9 +10,10 @@ Notable:
   travel to the model deployment as one uint8 numpy array per request ([N, 3, S, S]).
 - The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
   `/healthz` and `/docs` stay open for probes and readers.
-- Every answer carries a `Server-Timing` header (ms spent in this replica: `parse`, `decode`, `model`
-  — the round trip to the model deployment, its queue included — and `ingress`, the whole handler), so
-  a client can tell the service's time from the network's and the proxy's.
+- Every successful answer carries a `Server-Timing` header (ms spent in this replica: `parse` — reading
+  the body from Serve's proxy and validating it, base64 included — `decode` (thread-pool wait included),
+  `model` — the round trip to the model deployment, its queue included — and `ingress`, the whole
+  handler), so a client can tell the service's time from the network's and the proxy's.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real annotations on the routes.
@@ -33,7 +34,7 @@ from ray import serve
 
 from linnaeus.config import ServeLimits
 from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
-from linnaeus.serving.preprocess import crop_pixels, crop_transform
+from linnaeus.serving.preprocess import eval_pixels, crop_transform
 from linnaeus.serving.timing import server_timing, timed
 from serve import schemas
 from serve.metrics import IngressMetrics
@@ -205,7 +206,7 @@ class Ingress:
 
         def one(i: int, data: bytes) -> np.ndarray:
             try:
-                return crop_pixels(decode_image(data, self.image_limits), self._crop)
+                return eval_pixels(decode_image(data, self.image_limits), self._crop)
             except ImageRejected as exc:
                 raise ApiError(_IMAGE_STATUS.get(exc.reason, 400), exc.reason, f"images[{i}]: {exc}") from None
             except Exception as exc:  # the image decoded but cannot be cropped: still the client's image
@@ -253,7 +254,8 @@ class Ingress:
             self._check_counts(images=len(blobs), texts=f.texts or [])
             info = await self._model_info()
             if blobs:
-                vectors = await self._call(timings, self.model.embed_images, await self._pixels(blobs, "embed", timings))
+                pixels = await self._pixels(blobs, "embed", timings)
+                vectors = await self._call(timings, self.model.embed_images, pixels)
             else:
                 vectors = await self._call(timings, self.model.embed_texts, f.texts)
             return {"model": info["model"], "dim": len(vectors[0]), "embeddings": vectors}

@@ -4,7 +4,8 @@ Notable:
 - Every request's images go through `_embed`, a `@serve.batch` method, as one item (split into pieces
   of at most `max_batch_size` images): concurrent requests share GPU batches, and the batch size counts
   images, not requests (`batch_size_fn`). One batch item per request, not per image: a 32-image request
-  costs the event loop one future, not 32. Batch size and wait are the deployment's `user_config`
+  costs the event loop one future, not 32. A piece queued before a live change lowered the size is split
+  again when Ray's batcher refuses it. Batch size and wait are the deployment's `user_config`
   (`BatchingConfig`), so `serve deploy` retunes them live.
 - Pixels arrive as uint8 numpy arrays: Ray hands large ones over from shared memory without a copy.
 - Model work runs in a worker thread, so the replica's event loop keeps queueing the next batch while
@@ -70,13 +71,27 @@ class ModelServer:
     async def features(self, pixels: np.ndarray) -> torch.Tensor:
         self._waiting += len(pixels)
         self.metrics.queue_depth.set(self._waiting)
-        step = self._max_batch
         try:
-            return torch.cat(await asyncio.gather(*(self._embed(pixels[i:i + step])
-                                                    for i in range(0, len(pixels), step))))
+            return await self._pieces(pixels)
         finally:
             self._waiting -= len(pixels)
             self.metrics.queue_depth.set(self._waiting)
+
+    async def _pieces(self, pixels: np.ndarray) -> torch.Tensor:
+        """Features of `pixels` through batches of at most max_batch_size images, in order."""
+        step = self._max_batch
+        return torch.cat(await asyncio.gather(*(self._piece(pixels[i:i + step])
+                                                for i in range(0, len(pixels), step))))
+
+    async def _piece(self, pixels: np.ndarray) -> torch.Tensor:
+        try:
+            return await self._embed(pixels)
+        except RuntimeError:
+            # `serve deploy` lowered max_batch_size while this piece queued, and Ray's batcher refuses
+            # an item above the new size: split it again rather than fail a valid request.
+            if len(pixels) <= self._max_batch:
+                raise
+            return await self._pieces(pixels)
 
     async def classify(self, pixels: np.ndarray, labels: list[str], k: int, templates: str) -> list:
         features = await self.features(pixels)

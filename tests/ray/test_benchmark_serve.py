@@ -27,7 +27,6 @@ def test_benchmark_reports_rate_latency_ingress_split_and_cpu_by_role(load_job, 
                        "--no-model-only"]) == 0
     row = json.loads((out / "results.json").read_text())["scenarios"][0]
     assert row["errors"] == 0 and row["requests"] > 0
-    assert row["images_per_s"] == pytest.approx(32 * row["requests_per_s"], rel=0.01)
     assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
     split = row["server_p50_ms"]
     assert set(split) == {"parse", "decode", "model", "ingress"}

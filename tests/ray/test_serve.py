@@ -22,6 +22,7 @@ from linnaeus.serving.predictor import Predictor
 
 API_KEY_ENV = "LINNAEUS_TEST_API_KEY"
 API_KEY = "test-key-123"
+BATCHING = {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}
 METRICS_ENV = {"RAY_enable_metrics_collection": "1", "RAY_metrics_report_interval_ms": "1000"}
 
 
@@ -83,7 +84,7 @@ def server(model_dir, metrics_port):
     small = {"max_image_bytes": 200_000, "max_image_pixels": 1_000_000, "max_images": 4, "max_labels": 5,
              "max_texts": 3, "max_text_chars": 40, "max_k": 10, "max_body_bytes": 2_000_000}
     common = {"model": model_dir, "model_cpus": 0.25, "ingress_cpus": 0.25, "limits": small,
-              "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}}
+              "batching": BATCHING}
     serve.run(build_app({**common, "api_key_env": None}), name="open", route_prefix="/")
     serve.run(build_app({**common, "api_key_env": API_KEY_ENV}), name="secure", route_prefix="/secure")
     scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
@@ -248,7 +249,7 @@ def test_a_request_larger_than_the_batch_limit_is_split_and_keeps_its_order(serv
         r = requests.post(f"{server}/v1/embed", json={"images": [_b64(p) for p in photos[:3]]}, timeout=60)
         sizes = handle.batch_sizes.remote().result()
     finally:
-        handle.reconfigure.remote({}).result()
+        handle.reconfigure.remote(BATCHING).result()
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(np.array(r.json()["embeddings"]), np.array(single), atol=1e-5)
     assert sizes and max(sizes) <= 2 and sum(sizes) == 3, sizes

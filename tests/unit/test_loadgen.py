@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from linnaeus.serving.loadgen import CpuMeter, payloads_for, role_of, server_breakdown
+from linnaeus.serving.loadgen import CpuMeter, Window, payloads_for, role_of, server_breakdown
 from linnaeus.serving.timing import parse_server_timing, server_timing, timed
 
 
@@ -15,6 +15,7 @@ def test_server_timing_round_trips_through_the_header_in_milliseconds():
     assert parse_server_timing(header) == {"parse": 2.1, "decode": 10.5, "model": 250.0}
     assert parse_server_timing("") == {}
     assert parse_server_timing('cache;desc="hit", db;dur=3') == {"db": 3.0}  # entries without dur are skipped
+    assert parse_server_timing("db;desc=x;dur=3, bad;dur=oops") == {"db": 3.0}
 
 
 def test_timed_blocks_add_up_under_one_name():
@@ -40,8 +41,7 @@ def test_processes_are_sorted_into_serving_roles_by_their_ray_titles():
 
 
 def test_cpu_meter_charges_this_process_busy_loop_to_its_role():
-    meter = CpuMeter()
-    meter.clients = {os.getpid()}
+    meter = CpuMeter(clients={os.getpid()})
     meter.start()
     x = 0
     for i in range(3_000_000):
@@ -49,6 +49,18 @@ def test_cpu_meter_charges_this_process_busy_loop_to_its_role():
     used = meter.stop()
     assert set(used) == {"proxy", "ingress", "model", "ray", "clients", "other"}
     assert used["clients"] > 0.05
+    assert used["ray"] == used["proxy"] == 0.0  # only this process's tree is read: no Ray here
+
+
+def test_a_row_takes_its_rate_from_finished_requests_and_percentiles_from_started_ones(load_job):
+    bench = load_job("benchmark_serve")
+    window = Window(latencies=[0.010, 0.020, 0.030, 0.500], timings=[{"model": 4.0}] * 4, completed=10,
+                    errors=1, cpu={"ingress": 0.64, "model": 0.32})
+    row = bench.summarise(window, images_per_request=32, duration=2.0)
+    assert row["requests_per_s"] == 5.0 and row["images_per_s"] == 160.0
+    assert row["p50_ms"] == 25.0 and row["p99_ms"] > 400  # the slow late finisher is in the sample
+    assert row["cpu_ms_per_image"] == {"ingress": 2.0, "model": 1.0}  # 0.64 s over 320 images
+    assert row["server_p50_ms"] == {"model": 4.0} and row["errors"] == 1
 
 
 def test_payloads_cycle_through_the_images_as_base64_json():

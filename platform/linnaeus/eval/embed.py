@@ -35,7 +35,7 @@ from linnaeus.data import images as image_ops
 from linnaeus.data import shards, sources
 from linnaeus.eval.modelref import build_model
 from linnaeus.serving import towers
-from linnaeus.serving.preprocess import crop_pixels, crop_transform
+from linnaeus.serving.preprocess import eval_pixels, crop_transform
 from linnaeus.taxonomy import RANKS, Taxon
 
 META = ["image_id", *RANKS, "common_name", "caption"]
@@ -79,7 +79,7 @@ def decode_batch(table: pa.Table, preprocess_json: str) -> dict:
     ok, errors = np.zeros(len(blobs), dtype=bool), np.full(len(blobs), "", dtype=object)
     for i, data in enumerate(blobs):
         try:
-            pixels[i] = crop_pixels(image_ops.decode_rgb(data), crop)
+            pixels[i] = eval_pixels(image_ops.decode_rgb(data), crop)
             ok[i] = True
         except image_ops.ImageRejected as exc:
             errors[i] = f"{exc.reason}: {exc.detail}"

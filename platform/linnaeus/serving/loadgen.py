@@ -3,11 +3,12 @@
 Notable:
 - Clients are separate processes (aiohttp, one session per in-flight request, payloads encoded in
   advance), so the load generator's own Python does not share an interpreter with what it measures.
-- Only requests that start after the warm-up and finish before the end count; errors are counted apart.
+- The rate counts requests that finish inside the window; latencies are those of requests that start
+  inside it, however late they finish (no survivors-only sample); errors are counted apart.
 - `server_breakdown` turns each answer's `Server-Timing` header (ms spent inside the ingress replica)
   into medians, so a latency can be split into ingress work, the model round trip and the rest
   (proxy, HTTP, client).
-- `CpuMeter` reads the CPU time of every process on the host over the measured window and sorts it
+- `CpuMeter` reads the CPU time of the benchmark's process tree over the measured window and sorts it
   into roles (HTTP proxy, ingress replicas, model replica, Ray's own daemons, clients, other): on a
   CPU-bound host, that says which part to make cheaper, per image served.
 """
@@ -18,8 +19,8 @@ import asyncio
 import base64
 import json
 import multiprocessing as mp
-import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,102 +54,113 @@ def role_of(cmdline: list[str], clients: set[int], pid: int) -> str:
         return "proxy"
     if "ServeReplica:" in line:
         return "model" if ":ModelServer" in line else "ingress"
-    if any(name in line for name in ("raylet", "gcs_server", "ServeController", "dashboard", "log_monitor",
-                                     "ray::", "default_worker.py")):
+    if "ray::" in line or "/ray/" in line or any(name in line for name in ("raylet", "gcs_server")):
         return "ray"
     return "other"
 
 
 class CpuMeter:
-    """CPU seconds by role between `start()` and `stop()`, from every process visible on the host."""
+    """CPU seconds by role between `start()` and `stop()`, over this process and its descendants.
 
-    def __init__(self):
-        self.clients: set[int] = set()
-        self._before: dict[int, tuple[str, float]] = {}
+    A local Ray (raylet, GCS, the Serve replicas) and the client processes all descend from the
+    benchmark's process, so another Ray on the same host is not counted. Processes are keyed by pid and
+    start time (a reused pid is a new process); one that exits inside the window loses its CPU time.
+    """
 
-    def _snapshot(self) -> dict[int, tuple[str, float]]:
+    def __init__(self, clients: set[int]):
+        self.clients = clients
+        self._before: dict[tuple[int, float], tuple[str, float]] = {}
+
+    def _snapshot(self) -> dict[tuple[int, float], tuple[str, float]]:
         import psutil  # the `bench` extra (Ray also carries a copy, importable once Ray is)
 
+        me = psutil.Process()
         out = {}
-        for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
-            info = proc.info
-            times = info.get("cpu_times")
-            if times is None:
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                with proc.oneshot():
+                    times, key = proc.cpu_times(), (proc.pid, proc.create_time())
+                    out[key] = (role_of(proc.cmdline(), self.clients, proc.pid), times.user + times.system)
+            except psutil.Error:  # gone, or not ours to read
                 continue
-            out[info["pid"]] = (role_of(info.get("cmdline") or [], self.clients, info["pid"]),
-                                times.user + times.system)
         return out
 
     def start(self) -> None:
         self._before = self._snapshot()
 
     def stop(self) -> dict[str, float]:
-        after, used = self._snapshot(), dict.fromkeys(ROLES, 0.0)
-        for pid, (role, seconds) in after.items():
-            used[role] += seconds - self._before.get(pid, (role, 0.0))[1]
+        used = dict.fromkeys(ROLES, 0.0)
+        for key, (role, seconds) in self._snapshot().items():
+            used[role] += seconds - self._before.get(key, (role, 0.0))[1]
         return used
 
 
+@dataclass
+class Window:
+    """One scenario's measurement window."""
+
+    latencies: list[float]  # s, of successful requests that started in the window (late finishers too)
+    timings: list[dict[str, float]]  # their Server-Timing entries, ms
+    completed: int  # successful requests that finished in the window: the rate's numerator
+    errors: int  # failed requests that started in the window
+    cpu: dict[str, float]  # CPU seconds by role over the window
+
+
 def drive(url: str, payloads: list[bytes], concurrency: int, processes: int, warmup: float, duration: float,
-          meter: CpuMeter | None = None) -> tuple[list[float], int, list[dict[str, float]], dict | None]:
-    """Latencies (s), errors, Server-Timing dicts and CPU seconds by role over the measured window."""
+          startup: float = 2.0) -> Window:
+    """Closed-loop clients from now on; measured between now + startup + warmup and `duration` later.
+
+    The window is fixed here, in the system-wide monotonic clock, for the clients and the CPU meter
+    alike; `startup` covers the clients' own start (spawn, imports).
+    """
+    t_measure = time.monotonic() + startup + warmup
+    t_end = t_measure + duration
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     per = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    procs = [ctx.Process(target=_client, args=(url, payloads, c, warmup, duration, queue)) for c in per if c]
+    procs = [ctx.Process(target=_client, args=(url, payloads, c, t_measure, t_end, queue)) for c in per if c]
     for p in procs:
         p.start()
-    cpu: dict = {}
-    timer = None
-    if meter is not None:
-        meter.clients = {p.pid for p in procs}
-        timer = threading.Thread(target=_measure_window, args=(meter, warmup, duration, cpu), daemon=True)
-        timer.start()
-    results = [queue.get(timeout=warmup + duration + 120) for _ in procs]
+    meter = CpuMeter({p.pid for p in procs})
+    time.sleep(max(0.0, t_measure - time.monotonic()))
+    meter.start()
+    time.sleep(max(0.0, t_end - time.monotonic()))
+    cpu = meter.stop()
+    results = [queue.get(timeout=120) for _ in procs]
     for p in procs:
         p.join()
-    if timer is not None:
-        timer.join()
-    return ([lat for r in results for lat in r[0]], sum(r[1] for r in results),
-            [t for r in results for t in r[2]], cpu or None)
+    return Window([x for r in results for x in r[0]], [x for r in results for x in r[1]],
+                  sum(r[2] for r in results), sum(r[3] for r in results), cpu)
 
 
-def _measure_window(meter: CpuMeter, warmup: float, duration: float, out: dict) -> None:
-    time.sleep(warmup)
-    meter.start()
-    time.sleep(duration)
-    out.update(meter.stop())
-
-
-def _client(url: str, payloads: list[bytes], concurrency: int, warmup: float, duration: float, queue) -> None:
+def _client(url: str, payloads: list[bytes], concurrency: int, t_measure: float, t_end: float, queue) -> None:
     import aiohttp
 
     async def run():
-        latencies, errors, timings = [], 0, []
-        t_start = time.perf_counter()
-        t_measure, t_end = t_start + warmup, t_start + warmup + duration
+        latencies, timings, completed, errors = [], [], 0, 0
 
         async def worker(i: int):
-            nonlocal errors
+            nonlocal completed, errors
             async with aiohttp.ClientSession(headers={"content-type": "application/json"}) as session:
                 n = i
-                while time.perf_counter() < t_end:
-                    t0, header = time.perf_counter(), ""
+                while time.monotonic() < t_end:
+                    t0, header = time.monotonic(), ""
                     try:
                         async with session.post(url, data=payloads[n % len(payloads)]) as r:
                             await r.read()
                             ok, header = r.status == 200, r.headers.get("server-timing", "")
                     except (aiohttp.ClientError, asyncio.TimeoutError):
                         ok = False
-                    t1 = time.perf_counter()
+                    t1 = time.monotonic()
                     n += concurrency
-                    if t0 >= t_measure and t1 <= t_end:
+                    completed += ok and t_measure <= t1 <= t_end
+                    if t0 >= t_measure:
+                        errors += not ok
                         if ok:
                             latencies.append(t1 - t0)
                             timings.append(parse_server_timing(header))
-                        errors += not ok
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        return latencies, errors, timings
+        return latencies, timings, completed, errors
 
     queue.put(asyncio.run(run()))

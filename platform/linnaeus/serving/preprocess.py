@@ -39,14 +39,14 @@ class _ConvertMode:
         return f"ConvertMode({self.mode})"
 
 
-def crop_pixels(image: Image.Image, crop) -> np.ndarray:
+def eval_pixels(image: Image.Image, crop) -> np.ndarray:
     """RGB image -> uint8 [3, S, S] (numpy: the form that crosses processes cheaply)."""
     return np.ascontiguousarray(np.asarray(crop(image), dtype=np.uint8).transpose(2, 0, 1))
 
 
 def to_pixels(image: Image.Image, crop) -> torch.Tensor:
     """RGB image -> uint8 [3, S, S] tensor."""
-    return torch.from_numpy(crop_pixels(image, crop))
+    return torch.from_numpy(eval_pixels(image, crop))
 
 
 def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

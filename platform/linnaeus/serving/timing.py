@@ -26,10 +26,16 @@ def server_timing(timings: dict[str, float]) -> str:
 
 
 def parse_server_timing(header: str) -> dict[str, float]:
-    """'decode;dur=1.20, model;dur=3.40' -> {"decode": 1.2, "model": 3.4} (ms)."""
+    """'decode;dur=1.20, model;dur=3.40' -> {"decode": 1.2, "model": 3.4} (ms); entries without a
+    readable duration are skipped."""
     out = {}
-    for part in header.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name and dur:
-            out[name] = float(dur)
+    for entry in header.split(","):
+        name, *params = (p.strip() for p in entry.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if name and key.lower() == "dur":
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
     return out
