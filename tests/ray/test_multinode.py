@@ -39,10 +39,10 @@ def test_two_workers_on_two_nodes_train_and_the_summary_names_both_nodes(two_nod
     corpus = ingest_synthetic(24)
     sets = [f"data.data={corpus}", f"checkpoint.storage_path={tmp_path}", "checkpoint.name=spread",
             "schedule.batch_size=16", "data.shuffle_buffer=64", "data.preprocess_batch=16",
-            "schedule.steps=20", "checkpoint.every_steps=10", "scaling.placement=STRICT_SPREAD"]
+            "schedule.steps=8", "checkpoint.every_steps=4", "scaling.placement=STRICT_SPREAD"]
     assert load_job("train").main(["--config", DEMO, *[a for s in sets for a in ("--set", s)]]) == 0
     summary = json.loads((tmp_path / "spread" / "export" / "summary.json").read_text())
-    assert summary["steps"] == 20 and summary["final_loss"] is not None
+    assert summary["steps"] == 8 and summary["final_loss"] is not None
     assert summary["nodes"] == 2
     assert [p["rank"] for p in summary["placement"]] == [0, 1]
     assert {p["node"] for p in summary["placement"]} == nodes
