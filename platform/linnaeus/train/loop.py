@@ -10,12 +10,15 @@ Notable:
   rank 0's time spent blocked on the stream, the number to watch when the GPUs are starved.
 - Between progress lines nothing waits for the GPU (see `step.StepResult`): the data position is read
   only when a checkpoint needs it, and with `decode=gpu` the equal-batch check reduces over gloo.
+- On resume each rank reads the checkpoint from its own download (`_local_folder`): Ray's shared
+  `as_directory` download can be redone under a rank that is reading it.
 - `faults.kill_at_step` kills one worker process once (a marker in the run folder stops it repeating
   after the restart): the chaos test of the failure path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -23,6 +26,7 @@ import tempfile
 import time
 import warnings
 
+import pyarrow.fs
 import ray.train
 import ray.train.torch
 import torch
@@ -101,11 +105,25 @@ def _quiet_report_lines() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _local_folder(checkpoint: ray.train.Checkpoint):
+    """The checkpoint as a local folder: itself when local, else this rank's own download.
+
+    Not `as_directory()`: its download is shared by the ranks of a node through one folder, and a rank
+    that starts after another finished downloads again over files the other is reading (seen as a
+    corrupt optimizer.pt on resume from S3; ray-project/ray#48726)."""
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        yield checkpoint.path
+        return
+    with tempfile.TemporaryDirectory(prefix="linnaeus-restore-") as tmp:
+        yield checkpoint.to_directory(tmp)
+
+
 def _restore(rank: int, model, optimizer, scheduler) -> ckpt.Progress | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
+    with _local_folder(checkpoint) as folder:
         progress = ckpt.load(folder, rank, model, optimizer, scheduler)
     if rank == 0:
         log.info("[train] resumed from %s at step %d", checkpoint.path, progress.step)
