@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from linnaeus.serving.loadgen import drive, payloads_for, server_breakdown
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -61,8 +63,6 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def summarise(window, images_per_request: int, duration: float) -> dict:
     """A scenario's row: rates from requests finished in the window, percentiles from those started in it."""
-    from linnaeus.serving.loadgen import server_breakdown
-
     lat = np.array(window.latencies) * 1000
     served = window.completed * images_per_request
 
@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from linnaeus.runtime import init_ray
-    from linnaeus.serving.loadgen import drive, payloads_for
     from serve.app import build_app
 
     model = prepare_model(args.model, output)
