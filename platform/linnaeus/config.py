@@ -50,6 +50,9 @@ class StreamConfig(Strict):
     preprocess_workers: int | None = Field(
         None, ge=1, description="preprocessing actors (default: one per CPU in the cluster, less one)")
     preprocess_cpus: float = Field(1.0, gt=0, description="CPUs each preprocessing actor reserves")
+    cut_text: bool = Field(False, description=(
+        "cut each batch's token ids after its longest caption (rounded up to 16): exact for causal text "
+        "towers pooled at the end-of-text token; in a training recipe the default is on where the model allows"))
     s3: S3Options | None = None
 
     @field_validator("crop_scale")
@@ -77,6 +80,9 @@ class ModelSection(Strict):
     init: str | None = Field(None, description="openai | hf-hub:org/repo | checkpoint path | s3:// URI")
     grad_checkpointing: bool = False
     compile: bool = False
+    fused_attention: bool = Field(True, description=(
+        "self-attention as one QKV projection + scaled_dot_product_attention (same weights, same results; "
+        "linnaeus.fastclip)"))
 
 
 class OptimSection(Strict):
@@ -151,8 +157,11 @@ class TrainConfig(Strict):
             cfg = model_config(arch)
         except ModelLoadError as exc:
             raise ValueError(f"model.arch: {exc}") from None
+        from linnaeus.fastclip import cut_text_problem
+
         data = {"model": arch, "image_size": _image_size(cfg["vision_cfg"]),
-                "context_length": cfg["text_cfg"].get("context_length", 77), **raw["data"]}
+                "context_length": cfg["text_cfg"].get("context_length", 77),
+                "cut_text": cut_text_problem(cfg) is None, **raw["data"]}
         if raw.get("s3") is not None:
             data.setdefault("s3", raw["s3"])
         return {**raw, "data": data}
@@ -168,6 +177,13 @@ class TrainConfig(Strict):
             if getattr(self.data, key) != value:
                 raise ValueError(f"data.{key}={getattr(self.data, key)!r} does not match model.arch "
                                  f"{self.model.arch!r}, which needs {value!r} (leave it unset)")
+        if self.data.cut_text:
+            from linnaeus.fastclip import cut_text_problem
+
+            problem = cut_text_problem(cfg)
+            if problem:
+                raise ValueError(f"data.cut_text: {self.model.arch} cannot take cut text: {problem} "
+                                 "(set data.cut_text: false)")
         if self.schedule.precision.startswith("fp8"):
             from linnaeus.train import float8
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from linnaeus import storage
 from linnaeus.config import StreamConfig
@@ -135,6 +136,24 @@ def test_gpu_mode_ships_jpeg_bytes_and_decodes_on_the_consumer(corpus):
     assert raw["image"].dtype == object and bytes(raw["image"][0][:2]) == b"\xff\xd8"
     batch = list(iter_train_batches(stream.dataset.iterator(), stream.config, 8, device="cpu"))[0]
     assert tuple(batch["image"].shape) == (8, 3, 32, 32) and tuple(batch["text"].shape) == (8, 77)
+
+
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+def test_cut_text_drops_only_the_padding_after_each_batchs_longest_caption(corpus, decode):
+    def tokens_by_key(**kw):
+        stream = build_stream(_cfg(corpus, decode=decode, **kw))
+        batches = list(iter_train_batches(stream.dataset.iterator(), stream.config, 16, device="cpu",
+                                          drop_last=False))
+        return batches, {int(k): t for b in batches for k, t in zip(b["sample_key"], b["text"])}
+
+    _, full = tokens_by_key()
+    batches, cut = tokens_by_key(cut_text=True)
+    assert cut.keys() == full.keys()
+    for batch in batches:
+        length = batch["text"].shape[1]
+        assert length % 16 == 0 and length < 77 and batch["text"][:, length - 16:].any()
+        for key, tokens in zip(batch["sample_key"], batch["text"]):
+            assert torch.equal(tokens, full[int(key)][:length]) and not full[int(key)][length:].any()
 
 
 def test_missing_corpus_fails_naming_the_uri(tmp_path):

@@ -8,6 +8,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from linnaeus import fastclip
 from linnaeus.models import create_model, model_config
 from linnaeus.train.flops import mfu, peak_bf16_tflops, step_flops
 from linnaeus.train.loss import clip_loss
@@ -15,11 +16,14 @@ from linnaeus.train.loss import clip_loss
 B = 3
 
 
-def _counted(arch: str, backward: bool) -> float:
+def _counted(arch: str, backward: bool, text_tokens: int = 77) -> float:
     torch.manual_seed(0)
     model, cfg = create_model(arch), model_config(arch)
+    if text_tokens < 77:  # the training path: fused attention, text cut after the longest caption
+        fastclip.fuse_attention(model)
+        fastclip.accept_cut_text(model)
     size = cfg["vision_cfg"]["image_size"]
-    images, texts = torch.randn(B, 3, size, size), torch.randint(1, 1000, (B, 77))
+    images, texts = torch.randn(B, 3, size, size), torch.randint(1, 1000, (B, text_tokens))
     # The math attention kernel is made of matmuls the counter sees; fused CPU kernels are not counted.
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         loss = clip_loss()(*model(images, texts))
@@ -32,6 +36,12 @@ def _counted(arch: str, backward: bool) -> float:
 def test_formula_equals_torchs_flop_counter_on_the_tiny_model(backward):
     f = step_flops(model_config("linnaeus-tiny"), B)
     assert _counted("linnaeus-tiny", backward) == pytest.approx(f.train if backward else f.forward, rel=1e-9)
+
+
+def test_formula_counts_the_tokens_of_cut_text():
+    f = step_flops(model_config("linnaeus-tiny"), B, text_tokens=16)
+    assert _counted("linnaeus-tiny", True, text_tokens=16) == pytest.approx(f.train, rel=1e-9)
+    assert f.text_forward < step_flops(model_config("linnaeus-tiny"), B).text_forward / 4
 
 
 def test_formula_follows_the_config_not_a_table():

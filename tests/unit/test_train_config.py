@@ -32,6 +32,15 @@ def test_stream_settings_follow_the_models_config():
     assert (vit.data.model, vit.data.image_size) == ("ViT-B-16", 224)
 
 
+def test_cut_text_is_on_where_the_model_allows_it_and_refused_where_it_would_change_features():
+    cfg = load_yaml(TrainConfig, CONFIGS / "demo.yaml")
+    assert cfg.data.cut_text and cfg.model.fused_attention
+    assert not load_yaml(TrainConfig, CONFIGS / "demo.yaml", ["data.cut_text=false"]).data.cut_text
+    assert not load_yaml(TrainConfig, CONFIGS / "demo.yaml", ["model.arch=EVA02-B-16"]).data.cut_text
+    with pytest.raises(ConfigError, match="data.cut_text: EVA02-B-16 cannot take cut text: its text tower is"):
+        load_yaml(TrainConfig, CONFIGS / "demo.yaml", ["model.arch=EVA02-B-16", "data.cut_text=true"])
+
+
 @pytest.mark.parametrize("override, named", [
     ("optim.lrr=0.1", "optim.lrr"),
     ("schedule.batch_size=0", "schedule.batch_size"),

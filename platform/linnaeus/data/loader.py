@@ -6,6 +6,9 @@ Notable:
   through `iter_batches` and decodes them on `device` (nvJPEG), dropping the text rows of any image
   that fails to decode so image i and text i always stay a pair. That work runs in a background
   thread on a side CUDA stream (`prefetch.Prefetcher`), `prefetch_batches` ahead of the trainer.
+- With `cut_text` the token ids are cut after the batch's longest caption on the host, before they
+  reach the device (`fastclip.cut_tokens`): finding the length there would make the host wait for
+  the GPU. The model must take cut text (`fastclip.accept_cut_text`; the training recipe checks).
 - This is what a Ray Train worker calls on `ray.train.get_dataset_shard(...)`; it does not itself touch
   `ray.train`.
 """
@@ -18,9 +21,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ray.data.collate_fn import NumpyBatchCollateFn
+
 from linnaeus.config import StreamConfig
 from linnaeus.data.device_decode import decode_and_augment, normalise
 from linnaeus.data.prefetch import Prefetcher
+from linnaeus.fastclip import cut_tokens
 from linnaeus.models import tokenizer
 
 
@@ -30,14 +36,23 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
     """Batches {image [B,3,S,S] float32, text [B,L] int64, sample_key, epoch, position [B]} on `device`.
     Either way the iterator has `close()`; call it when stopping early (it stops the prefetch thread)."""
     if cfg.decode == "cpu":
-        return _cpu_batches(iterator, batch_size, device, drop_last, prefetch_batches)
+        return _cpu_batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches)
     return Prefetcher(lambda: _gpu_batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches),
                       device, depth=prefetch_batches)
 
 
-def _cpu_batches(iterator, batch_size: int, device, drop_last: bool, prefetch_batches: int):
-    for batch in iterator.iter_torch_batches(batch_size=batch_size, device=device,
-                                             drop_last=drop_last, prefetch_batches=prefetch_batches):
+class _CutText(NumpyBatchCollateFn):
+    """numpy columns -> tensors with the text cut (Ray then moves them to the device, in its thread)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(cut_tokens(v) if k == "text" else v))
+                for k, v in batch.items()}
+
+
+def _cpu_batches(iterator, cfg: StreamConfig, batch_size: int, device, drop_last: bool, prefetch_batches: int):
+    for batch in iterator.iter_torch_batches(batch_size=batch_size, device=device, drop_last=drop_last,
+                                             prefetch_batches=prefetch_batches,
+                                             collate_fn=_CutText() if cfg.cut_text else None):
         yield {**batch, "image": normalise(batch["image"])}
 
 
@@ -48,6 +63,8 @@ def _gpu_batches(iterator, cfg: StreamConfig, batch_size: int, device, drop_last
         images, keep = decode_and_augment(list(batch["image"]), cfg.image_size,
                                           tuple(cfg.crop_scale), device, generator)
         mask = keep.numpy()
+        if cfg.cut_text:
+            batch["text"] = cut_tokens(batch["text"])
         yield {"image": images,
                **{k: torch.from_numpy(np.ascontiguousarray(batch[k][mask])).to(device)
                   for k in ("text", "sample_key", "epoch", "position")}}

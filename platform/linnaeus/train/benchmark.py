@@ -85,7 +85,9 @@ def end_to_end(plan: TrainPlan, warmup: int) -> dict:
     c = plan.config
     rate = steady(history, warmup, c.global_batch)
     per_gpu = rate["images_per_s"] / c.scaling.workers if rate["images_per_s"] else None
+    tokens = [h["text_tokens"] for h in history if h["step"] > warmup and h.get("text_tokens")]
     return {"images_per_s": per_gpu, "images_per_s_global": rate["images_per_s"], "workers": c.scaling.workers,
+            "text_tokens": sum(tokens) / len(tokens) if tokens else None,
             "data_wait": rate["data_wait"], "steady_windows": rate["windows"], "warmup_steps": warmup,
             "peak_gpu_mem_gib": max((h["gpu_mem_gib"] for h in history if h.get("gpu_mem_gib")), default=None),
             "loss_curve": [[h["step"], h["loss"]] for h in history], "wall_s": summary["wall_seconds"],
@@ -132,12 +134,13 @@ def device_for(cfg: TrainConfig) -> torch.device:
 def add_flops(result: dict, cfg: TrainConfig, device: torch.device, measured: float | None,
               peak: float | None = None, one_process: bool = False) -> dict:
     """Add FLOPs per image, achieved TFLOP/s and MFU (against `peak` or the datasheet rate, and against
-    the `measured` matmul rate) to a mode's result. The contrastive logits count against one device's
+    the `measured` matmul rate) to a mode's result, for the caption length it ran (`text_tokens`, when the
+    mode reports one; else the full context). The contrastive logits count against one device's
     batch in `one_process` modes (ceiling, openclip) and against the global batch in the e2e run."""
     if not result.get("images_per_s"):
         return result
     batch = cfg.schedule.batch_size * cfg.schedule.accumulation if one_process else cfg.global_batch
-    per_image = flops.step_flops(model_config(cfg.model.arch), batch).train
+    per_image = flops.step_flops(model_config(cfg.model.arch), batch, result.get("text_tokens")).train
     rate = result["images_per_s"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak or flops.peak_bf16_tflops(name)

@@ -2,6 +2,8 @@
 by the model-only benchmark (`linnaeus.train.ceiling`), so the two measure the same thing.
 
 Notable:
+- The exact speed-ups of `linnaeus.fastclip` (fused attention; text cut after the longest caption, which
+  the data loader does) change how the step runs, never the weights' names or values.
 - Order matters: FP8 layers are swapped in before the optimiser sees the parameters, and
   `torch.compile` comes last (`compile_model`), after any checkpoint has been restored into the eager
   modules.
@@ -14,6 +16,7 @@ import logging
 
 import torch
 
+from linnaeus import fastclip
 from linnaeus.config import TrainConfig
 from linnaeus.models import create_model
 from linnaeus.train import float8
@@ -27,6 +30,10 @@ def build_model(cfg: TrainConfig, device: torch.device, rank: int = 0) -> torch.
     model = create_model(cfg.model.arch, cfg.model.init, cfg.s3, seed=init_seed(cfg.seed, rank)).to(device)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if cfg.model.fused_attention:
+        fastclip.fuse_attention(model)
+    if cfg.data.cut_text:
+        fastclip.accept_cut_text(model)
     if cfg.schedule.precision in float8.RECIPES:
         swapped = float8.convert(model, cfg.schedule.precision, device)
         if rank == 0:

@@ -5,7 +5,10 @@ Notable:
   only; norms, activations and the optimiser are free): a forward pass, plus a backward of twice the
   forward, less the input-gradient of the patch embedding (pixels need no gradient).
   tests/unit/test_flops.py holds the formula to FlopCounterMode on real open_clip models.
-- Attention is counted in full (n x n), the text tower's causal mask included, as the kernels compute it.
+- Attention is counted in full (n x n), the text tower's causal mask included (as open_clip's float mask
+  makes the kernels compute it; the fused causal kernels skip about half, so this counts high there).
+- The text tower counts `text_tokens` tokens per caption: the full context unless the batches are cut
+  (`data.cut_text`), when it is the length the run actually computed.
 - The contrastive logits depend on the global batch (each image is scored against every text), so the
   figure is per image *at a given global batch*.
 - MFU is reported against the chip's dense bf16 datasheet rate (`PEAK_BF16_TFLOPS`, by device name)
@@ -48,8 +51,9 @@ class StepFlops:
         return 3 * self.forward - self.patch_embed_forward
 
 
-def step_flops(model_cfg: dict, global_batch: int) -> StepFlops:
-    """FLOPs per image for an open_clip CLIP config (`linnaeus.models.model_config(arch)`)."""
+def step_flops(model_cfg: dict, global_batch: int, text_tokens: float | None = None) -> StepFlops:
+    """FLOPs per image for an open_clip CLIP config (`linnaeus.models.model_config(arch)`), with captions
+    of `text_tokens` tokens (default: the full context)."""
     v, t, embed = model_cfg["vision_cfg"], model_cfg["text_cfg"], model_cfg["embed_dim"]
     size = v.get("image_size", 224)
     size = size if isinstance(size, int) else size[0]
@@ -59,7 +63,7 @@ def step_flops(model_cfg: dict, global_batch: int) -> StepFlops:
     patch_embed = 2 * patches * 3 * patch * patch * width
     vision = (patch_embed + _transformer_forward(patches + 1, width, v["layers"], v.get("mlp_ratio", 4.0))
               + 2 * width * embed)
-    text = (_transformer_forward(t.get("context_length", 77), t["width"], t["layers"], t.get("mlp_ratio", 4.0))
+    text = (_transformer_forward(text_tokens or t.get("context_length", 77), t["width"], t["layers"], t.get("mlp_ratio", 4.0))
             + 2 * t["width"] * embed)
     logits = 2 * 2 * global_batch * embed  # image->text and text->image rows of this image
     return StepFlops(vision, text, logits, patch_embed)

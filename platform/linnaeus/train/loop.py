@@ -136,6 +136,7 @@ class Meter:
     def __init__(self, plan: TrainPlan, rank: int, step: int):
         self.plan, self.rank = plan, rank
         self.window_start, self.window_step, self.wait = time.perf_counter(), step, 0.0
+        self.tokens, self.batches = 0, 0
 
     def take(self, batches, count: int) -> list[dict[str, torch.Tensor]]:
         start, micro = time.perf_counter(), []
@@ -146,6 +147,8 @@ class Meter:
                                    f"{self.plan.total_steps}: too many images were skipped "
                                    f"(see the skipped-image count)")
             micro.append(batch)
+            self.tokens += batch["text"].shape[1]
+            self.batches += 1
         self.wait += time.perf_counter() - start
         return micro
 
@@ -154,10 +157,12 @@ class Meter:
         seconds, steps = max(now - self.window_start, 1e-9), max(step - self.window_step, 1)
         out = {"images_per_s": steps * self.plan.config.global_batch / seconds,
                "data_wait": self.wait / seconds,
-               "eta_s": (self.plan.total_steps - step) * seconds / steps}
+               "eta_s": (self.plan.total_steps - step) * seconds / steps,
+               "text_tokens": self.tokens / max(self.batches, 1)}
         if torch.cuda.is_available():
             out["gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.window_start, self.window_step, self.wait = now, step, 0.0
+        self.tokens, self.batches = 0, 0
         return out
 
 

@@ -13,6 +13,9 @@ Notable:
 - No host-device synchronisation: the step only queues GPU work, and `StepResult` turns its tensors
   into numbers when (and only when) someone reads them, so the trainer prepares the next batch while
   the GPU still runs this step. Reading a result every step would serialise the two again.
+- Text lengths may differ from batch to batch (cut text, `linnaeus.fastclip`): the length is marked
+  static for torch.compile, which then specialises each of the few lengths (multiples of 16, at most
+  five) once, as it does for the fixed length, rather than tracing shape-generic code at the second.
 - Nothing here knows about Ray: the caller passes the (possibly DDP-wrapped) model and the loss.
 """
 
@@ -70,6 +73,8 @@ class TrainStep:
         self.device, self.precision, self.grad_clip_norm = device, precision, grad_clip_norm
 
     def __call__(self, micro_batches: list[dict[str, torch.Tensor]]) -> StepResult:
+        for batch in micro_batches:
+            torch._dynamo.mark_static(batch["text"], 1)
         self.optimizer.zero_grad(set_to_none=True)
         if len(micro_batches) == 1:
             loss = self._single(micro_batches[0])
