@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--decode", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--decode", choices=["cpu", "gpu", "hybrid"], default="cpu")
     p.add_argument("--preprocess-batch", type=int, default=64)
     args = p.parse_args(argv)
     out = Path(args.output).resolve()

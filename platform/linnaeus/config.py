@@ -42,8 +42,9 @@ class StreamConfig(Strict):
     text_types: list[TextType] = Field(default_factory=lambda: list(ALL_TEXT_TYPES), min_length=1)
     mixing: Mixing = Mixing.PER_IMAGE
     seed: int = 0
-    decode: Literal["cpu", "gpu"] = Field(
-        "cpu", description="cpu: decode + augment in Ray Data; gpu: ship JPEG bytes, decode on the trainer")
+    decode: Literal["cpu", "gpu", "hybrid"] = Field(
+        "cpu", description="cpu: decode + augment in Ray Data; gpu: ship JPEG bytes, decode (nvJPEG) and "
+                           "augment on the trainer; hybrid: decode in Ray Data, augment on the trainer")
     crop_scale: tuple[float, float] = (0.9, 1.0)  # open_clip's default RandomResizedCrop scale
     shuffle_buffer: int = Field(2048, ge=0, description="rows mixed across row groups in each reader")
     preprocess_batch: int = Field(64, ge=1)

@@ -118,7 +118,7 @@ def test_corrupt_image_in_a_shard_is_skipped_counted_and_never_fatal(corpus, tmp
     for entry in manifest.shards[1:]:
         (broken / entry.path).write_bytes((corpus / entry.path).read_bytes())
     (broken / "_manifest.json").write_text(manifest.model_dump_json())
-    for decode in ("cpu", "gpu"):
+    for decode in ("cpu", "gpu", "hybrid"):
         stream = build_stream(_cfg(broken, decode=decode))
         batches = list(iter_train_batches(stream.dataset.iterator(), stream.config, 16,
                                           drop_last=False))
@@ -138,7 +138,7 @@ def test_gpu_mode_ships_jpeg_bytes_and_decodes_on_the_consumer(corpus):
     assert tuple(batch["image"].shape) == (8, 3, 32, 32) and tuple(batch["text"].shape) == (8, 77)
 
 
-@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+@pytest.mark.parametrize("decode", ["cpu", "gpu", "hybrid"])
 def test_cut_text_drops_only_the_padding_after_each_batchs_longest_caption(corpus, decode):
     def tokens_by_key(**kw):
         stream = build_stream(_cfg(corpus, decode=decode, **kw))
@@ -154,6 +154,16 @@ def test_cut_text_drops_only_the_padding_after_each_batchs_longest_caption(corpu
         assert length % 16 == 0 and length < 77 and batch["text"][:, length - 16:].any()
         for key, tokens in zip(batch["sample_key"], batch["text"]):
             assert torch.equal(tokens, full[int(key)][:length]) and not full[int(key)][length:].any()
+
+
+def test_hybrid_mode_ships_decoded_pixels_and_crops_on_the_consumer(corpus):
+    stream = build_stream(_cfg(corpus, decode="hybrid"))
+    raw = list(stream.dataset.iter_batches(batch_size=4, batch_format="numpy"))[0]
+    h, w = int(raw["height"][0]), int(raw["width"][0])
+    assert raw["image"].dtype == object and len(raw["image"][0]) == h * w * 3
+    batch = list(iter_train_batches(stream.dataset.iterator(), stream.config, 8, device="cpu"))[0]
+    assert tuple(batch["image"].shape) == (8, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert tuple(batch["text"].shape) == (8, 77) and len(batch["sample_key"]) == 8
 
 
 def test_missing_corpus_fails_naming_the_uri(tmp_path):

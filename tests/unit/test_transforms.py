@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from linnaeus.data.device_decode import crop_boxes, decode_and_augment, normalise, resized_crops
+from linnaeus.data.device_decode import (augment, crop_boxes, decode_and_augment, normalise, resized_crops,
+                                        upload_pixels)
 from linnaeus.data.stream import crop_pixels, looks_like_jpeg, tokenizer, train_transform
 
 
@@ -63,6 +64,27 @@ def test_device_decode_matches_pil_pixels_for_a_full_crop():
     # Same crop (the whole image, no resize) and normalisation; decoders differ by rounding only.
     assert images.shape == (1, 3, 64, 64)
     assert torch.allclose(images[0], reference, atol=0.1)
+
+
+def test_uploaded_pixels_are_each_image_channels_first():
+    arrays = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+              for i, (h, w) in enumerate([(5, 7), (9, 4), (3, 3)])]
+    views = upload_pixels([a.tobytes() for a in arrays], [5, 9, 3], [7, 4, 3], "cpu")
+    for view, array in zip(views, arrays):
+        assert torch.equal(view, torch.from_numpy(array).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="image 1: 108 bytes is not 9 x 5 x 3 RGB pixels"):
+        upload_pixels([a.tobytes() for a in arrays], [5, 9, 3], [7, 5, 3], "cpu")
+
+
+def test_hybrid_augment_of_uploaded_pixels_equals_the_jpeg_paths():
+    data = [jpeg(80, 60, seed=1), jpeg(50, 70, seed=2)]
+    decoded = [np.asarray(Image.open(io.BytesIO(d)).convert("RGB")) for d in data]
+    views = upload_pixels([a.tobytes() for a in decoded], [a.shape[0] for a in decoded],
+                          [a.shape[1] for a in decoded], "cpu")
+    hybrid = augment(views, 32, (0.5, 1.0), torch.device("cpu"), torch.Generator().manual_seed(3))
+    jpeg_path, _ = decode_and_augment(data, 32, (0.5, 1.0), "cpu", torch.Generator().manual_seed(3))
+    # Same boxes and resize; PIL and torchvision's libjpeg decodes differ by rounding only.
+    assert hybrid.shape == (2, 3, 32, 32) and torch.allclose(hybrid, jpeg_path, atol=0.1)
 
 
 @pytest.mark.parametrize("size", [16, 48])

@@ -6,6 +6,8 @@ Notable:
   through `iter_batches` and decodes them on `device` (nvJPEG), dropping the text rows of any image
   that fails to decode so image i and text i always stay a pair. That work runs in a background
   thread on a side CUDA stream (`prefetch.Prefetcher`), `prefetch_batches` ahead of the trainer.
+- `decode="hybrid"` streams decoded uint8 images of any size (as bytes) and crops them on `device` with
+  the GPU path's augmentation, in the same background thread; nothing is dropped there.
 - With `cut_text` the token ids are cut after the batch's longest caption on the host, before they
   reach the device (`fastclip.cut_tokens`): finding the length there would make the host wait for
   the GPU. The model must take cut text (`fastclip.accept_cut_text`; the training recipe checks).
@@ -24,7 +26,7 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from linnaeus.config import StreamConfig
-from linnaeus.data.device_decode import decode_and_augment, normalise
+from linnaeus.data.device_decode import augment, decode_and_augment, normalise, upload_pixels
 from linnaeus.data.prefetch import Prefetcher
 from linnaeus.fastclip import cut_tokens
 from linnaeus.models import tokenizer
@@ -37,7 +39,8 @@ def iter_train_batches(iterator, cfg: StreamConfig, batch_size: int, device: str
     Either way the iterator has `close()`; call it when stopping early (it stops the prefetch thread)."""
     if cfg.decode == "cpu":
         return _cpu_batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches)
-    return Prefetcher(lambda: _gpu_batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches),
+    batches = _gpu_batches if cfg.decode == "gpu" else _hybrid_batches
+    return Prefetcher(lambda: batches(iterator, cfg, batch_size, device, drop_last, prefetch_batches),
                       device, depth=prefetch_batches)
 
 
@@ -62,12 +65,28 @@ def _gpu_batches(iterator, cfg: StreamConfig, batch_size: int, device, drop_last
                                        drop_last=drop_last, prefetch_batches=prefetch_batches):
         images, keep = decode_and_augment(list(batch["image"]), cfg.image_size,
                                           tuple(cfg.crop_scale), device, generator)
-        mask = keep.numpy()
-        if cfg.cut_text:
-            batch["text"] = cut_tokens(batch["text"])
-        yield {"image": images,
-               **{k: torch.from_numpy(np.ascontiguousarray(batch[k][mask])).to(device)
-                  for k in ("text", "sample_key", "epoch", "position")}}
+        yield {"image": images, **_columns(batch, cfg, device, keep.numpy())}
+
+
+def _hybrid_batches(iterator, cfg: StreamConfig, batch_size: int, device, drop_last: bool,
+                    prefetch_batches: int):
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for batch in iterator.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                       drop_last=drop_last, prefetch_batches=prefetch_batches):
+        images = upload_pixels(batch["image"], batch["height"], batch["width"], device)
+        yield {"image": augment(images, cfg.image_size, tuple(cfg.crop_scale), torch.device(device), generator),
+               **_columns(batch, cfg, device)}
+
+
+def _columns(batch: dict[str, np.ndarray], cfg: StreamConfig, device, mask: np.ndarray | None = None) -> dict:
+    """The text and bookkeeping columns on `device` (rows in `mask` only; text cut if asked)."""
+    out = {}
+    for key in ("text", "sample_key", "epoch", "position"):
+        column = batch[key] if mask is None else batch[key][mask]
+        if key == "text" and cfg.cut_text:
+            column = cut_tokens(column)
+        out[key] = torch.from_numpy(np.ascontiguousarray(column)).to(device)
+    return out
 
 
 def decode_tokens(cfg: StreamConfig, tokens: torch.Tensor) -> str:

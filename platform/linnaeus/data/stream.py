@@ -16,7 +16,9 @@ Notable:
 - Captions are drawn per image from (seed, epoch, image_id), tokenised in the pipeline (CPU workers):
   `iter_torch_batches` cannot carry strings, and the trainer should not spend its time on text.
 - `decode="gpu"` ships the JPEG bytes instead of pixels; `device_decode` turns them into tensors on the
-  trainer's device. Use it when CPU decoding cannot keep up with the GPU.
+  trainer's device. `decode="hybrid"` decodes here and ships the whole decoded image (uint8 HWC bytes
+  with its height and width); the trainer crops and resizes it on its device. Both leave the costly
+  part of the CPU path (the bicubic resize) out of Ray Data; docs/training.md says when to use which.
 - Preprocessing runs in an actor pool (`preprocess_workers`, default one per CPU but one), so
   imports and tokenizer loading happen once per worker, not once per task.
 - A corrupt image met here is skipped, counted by a small actor (`Stream.skipped()`) and logged; it
@@ -214,6 +216,9 @@ class _Preprocess:
             if not looks_like_jpeg(data):
                 raise image_ops.ImageRejected("undecodable", "not a complete JPEG (no SOI/EOI marker)")
             return data
+        if self.cfg.decode == "hybrid":
+            pixels = np.asarray(image_ops.decode_rgb(data), dtype=np.uint8)
+            return pixels.tobytes(), pixels.shape[0], pixels.shape[1]
         return crop_pixels(data, self.cfg.image_size, tuple(self.cfg.crop_scale))
 
     def _output(self, keep: list[int], pixels: list, captions: list[str], ids: list[str],
@@ -221,11 +226,16 @@ class _Preprocess:
         size = self.cfg.image_size
         tokens = (tokenizer(self.cfg.model, self.cfg.context_length)(captions).numpy() if captions
                   else np.zeros((0, self.cfg.context_length), dtype=np.int64))
-        if self.cfg.decode == "gpu":
+        extra = {}
+        if self.cfg.decode == "hybrid":
+            extra = {"height": np.array([p[1] for p in pixels], dtype=np.int32),
+                     "width": np.array([p[2] for p in pixels], dtype=np.int32)}
+            pixels = [p[0] for p in pixels]
+        if self.cfg.decode in ("gpu", "hybrid"):
             image = np.array(pixels + [b""], dtype=object)[:-1]  # keep bytes as objects, never a 2-D array
         else:
             image = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), dtype=np.uint8)
-        return {"image": image, "text": tokens.astype(np.int64),
+        return {"image": image, **extra, "text": tokens.astype(np.int64),
                 "sample_key": np.array([stable_hash64(ids[i]) for i in keep], dtype=np.int64),
                 "epoch": np.array([epochs[i] for i in keep], dtype=np.int64),
                 "position": np.array([positions[i] for i in keep], dtype=np.int64)}
