@@ -81,6 +81,10 @@ class ModelSection(Strict):
     init: str | None = Field(None, description="openai | hf-hub:org/repo | checkpoint path | s3:// URI")
     grad_checkpointing: bool = False
     compile: bool = False
+    compile_ddp: Literal["whole", "split"] = Field("whole", description=(
+        "with compile and several workers: whole = one graph per pass, gradients all-reduced after the "
+        "backward (measured faster on one host); split = graphs cut at DDP's buckets so the all-reduce "
+        "overlaps the backward (torch's default; may suit slow links between nodes)"))
     fused_attention: bool = Field(True, description=(
         "self-attention as one QKV projection + scaled_dot_product_attention (same weights, same results; "
         "linnaeus.fastclip)"))

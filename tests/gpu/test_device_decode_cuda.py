@@ -34,3 +34,17 @@ def test_cuda_decode_matches_cpu_decode_and_skips_corrupt_images():
     diff = (gpu.cpu() - cpu).abs()
     print(f"mean |diff| {diff.mean():.4f}, max {diff.max():.4f} (normalised units)")
     assert diff.mean() < 0.03
+
+
+def test_hybrid_upload_and_crops_on_cuda_equal_the_cpu_ones():
+    from linnaeus.data.device_decode import augment, upload_pixels
+
+    arrays = [np.asarray(Image.open(io.BytesIO(_jpeg(i))).convert("RGB")) for i in range(3)]
+    raw, heights, widths = [a.tobytes() for a in arrays], [a.shape[0] for a in arrays], [a.shape[1] for a in arrays]
+    with torch.cuda.stream(torch.cuda.Stream()):  # as the prefetch thread runs it: on a side stream
+        views = upload_pixels(raw, heights, widths, "cuda")
+        gpu = augment(views, 64, (0.5, 1.0), torch.device("cuda"), torch.Generator().manual_seed(1))
+        torch.cuda.current_stream().synchronize()
+    cpu = augment(upload_pixels(raw, heights, widths, "cpu"), 64, (0.5, 1.0), torch.device("cpu"),
+                  torch.Generator().manual_seed(1))
+    assert all(v.is_cuda for v in views) and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
