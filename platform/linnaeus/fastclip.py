@@ -51,11 +51,20 @@ class SelfAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
         # The causal mask open_clip passes is exactly what is_causal computes (checked in fuse_attention).
-        mask = None if self.causal else attn_mask
+        mask = None if self.causal else _sdpa_mask(attn_mask, batch, self.num_heads, length, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
                                              dropout_p=self.dropout if self.training else 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
         return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def _sdpa_mask(mask: torch.Tensor | None, batch: int, heads: int, length: int, dtype: torch.dtype):
+    """An `nn.MultiheadAttention` mask ([L, L] or [B*H, L, L]; bool True = masked out) for SDPA."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:  # SDPA's bool masks mean the opposite (True = attend)
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
+    return mask.view(batch, heads, length, length) if mask.ndim == 3 else mask
 
 
 def _text_parts(model: nn.Module) -> tuple[nn.Module | None, torch.Tensor | None]:
@@ -63,7 +72,9 @@ def _text_parts(model: nn.Module) -> tuple[nn.Module | None, torch.Tensor | None
     if isinstance(model, open_clip.CLIP):
         return model.transformer, model.attn_mask
     text = getattr(model, "text", None)
-    if isinstance(text, open_clip.transformer.TextTransformer):
+    # A tower that adds per-caption padding or class-token masks to the causal one is not purely causal.
+    if isinstance(text, open_clip.transformer.TextTransformer) and text.cls_emb is None \
+            and not getattr(text, "use_pad_mask", False):
         return text.transformer, text.attn_mask
     return None, None
 
@@ -83,7 +94,8 @@ def fuse_attention(model: nn.Module) -> int:
     for block in model.modules():
         attn = getattr(block, "attn", None)
         if (isinstance(block, ResidualAttentionBlock) and type(attn) is nn.MultiheadAttention
-                and not hasattr(block, "ln_1_kv") and attn._qkv_same_embed_dim and attn.bias_k is None):
+                and not hasattr(block, "ln_1_kv") and attn._qkv_same_embed_dim and attn.bias_k is None
+                and not attn.add_zero_attn):
             block.attn = SelfAttention(attn, causal=id(block) in causal_blocks)
             swapped += 1
     return swapped
@@ -95,7 +107,7 @@ def cut_text_problem(model_cfg: dict) -> str | None:
     if t.get("hf_model_name") or t.get("hf_tokenizer_name"):
         return "its text tower is a Hugging Face model"
     if model_cfg.get("custom_text"):
-        return "its text tower is a separate module (custom_text), whose encoder takes the full context"
+        return "its text tower is a separate module (custom_text), which cut text does not patch"
     if t.get("no_causal_mask") or t.get("embed_cls") or model_cfg.get("multimodal_cfg"):
         return "its text tower is not causal"
     if t.get("pool_type", "argmax") not in ("argmax", "eos"):

@@ -138,7 +138,7 @@ def test_gpu_mode_ships_jpeg_bytes_and_decodes_on_the_consumer(corpus):
     assert tuple(batch["image"].shape) == (8, 3, 32, 32) and tuple(batch["text"].shape) == (8, 77)
 
 
-@pytest.mark.parametrize("decode", ["cpu", "gpu", "hybrid"])
+@pytest.mark.parametrize("decode", ["cpu", "hybrid"])  # gpu cuts through hybrid's code (_columns)
 def test_cut_text_drops_only_the_padding_after_each_batchs_longest_caption(corpus, decode):
     def tokens_by_key(**kw):
         stream = build_stream(_cfg(corpus, decode=decode, **kw))

@@ -56,15 +56,23 @@ def test_only_the_text_towers_blocks_run_causal():
     assert not any(b.attn.causal for b in fused.visual.transformer.resblocks)
 
 
-def test_cut_text_gives_the_features_of_the_full_context():
-    _, fused = _pair()
-    fastclip.fuse_attention(fused)
-    fastclip.accept_cut_text(fused)
+@pytest.mark.parametrize("fused_attention", [True, False])
+def test_cut_text_gives_open_clips_features_and_gradients_of_the_full_context(fused_attention):
+    plain, cut_model = _pair()
+    if fused_attention:
+        fastclip.fuse_attention(cut_model)
+    fastclip.accept_cut_text(cut_model)
     _, texts = _batch()
     cut = fastclip.cut_tokens(texts)
     assert cut.shape[1] == 32 < texts.shape[1]
-    with torch.no_grad():
-        torch.testing.assert_close(fused.encode_text(cut), fused.encode_text(texts), atol=1e-5, rtol=1e-5)
+    full, short = plain.encode_text(texts), cut_model.encode_text(cut)
+    torch.testing.assert_close(short, full, atol=1e-5, rtol=1e-5)
+    (full ** 2).sum().backward()
+    (short ** 2).sum().backward()
+    for (name, p), q in zip(plain.transformer.named_parameters(), cut_model.transformer.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(cut_model.positional_embedding.grad, plain.positional_embedding.grad, atol=1e-5,
+                               rtol=1e-4)
 
 
 def test_cut_tokens_rounds_up_and_never_grows():
@@ -87,6 +95,35 @@ def test_cut_text_refused_where_padding_could_change_features():
     model.attn_mask = None
     with pytest.raises(ValueError, match="causal text tower"):
         fastclip.accept_cut_text(model)
+
+
+def test_a_text_tower_with_a_class_token_mask_keeps_its_mask():
+    class Towers(torch.nn.Module):  # CoCa-style: the class token's mask is added to the causal one
+        def __init__(self):
+            super().__init__()
+            self.text = open_clip.transformer.TextTransformer(context_length=12, vocab_size=100, width=32,
+                                                               heads=2, layers=1, embed_cls=True)
+
+    torch.manual_seed(0)
+    model = Towers()
+    tokens = torch.tensor([[5, 9, 3, 0, 0, 0, 0, 0, 0, 0, 0], [5, 7, 8, 6, 4, 3, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        before = model.text(tokens)
+        assert fastclip.fuse_attention(model) == 1
+        assert not model.text.transformer.resblocks[0].attn.causal
+        torch.testing.assert_close(model.text(tokens), before, atol=1e-5, rtol=1e-5)
+
+
+def test_self_attention_takes_multihead_attentions_masks():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+    fused = fastclip.SelfAttention(mha)
+    x = torch.randn(3, 5, 16)
+    for mask in (torch.randn(5, 5), torch.randn(6, 5, 5), torch.rand(5, 5) > 0.7):
+        if mask.dtype == torch.bool:
+            mask[:, 0] = False  # every query keeps a key
+        expected = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+        torch.testing.assert_close(fused(x, x, x, attn_mask=mask)[0], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_self_attention_refuses_cross_attention():

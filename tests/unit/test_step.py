@@ -105,3 +105,29 @@ def test_accumulation_under_ddp_syncs_every_parameter_step_after_step(tmp_path):
         assert all(math.isfinite(x) for x in losses) and model.module.logit_scale.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_each_text_length_compiles_its_own_static_graph():
+    from linnaeus import fastclip
+
+    graphs = []
+
+    def backend(gm, example_inputs):  # records what dynamo hands over, runs the graph as is
+        graphs.append(any(isinstance(x, torch.SymInt) for x in example_inputs))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = create_model("linnaeus-tiny")
+    fastclip.fuse_attention(model)
+    fastclip.accept_cut_text(model)
+    model.compile(backend=backend)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    step = TrainStep(model, clip_loss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                     torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    for length in (16, 32, 16, 48):
+        step([{"image": torch.randn(2, 3, 64, 64, generator=g), "text": torch.randint(1, 999, (2, length), generator=g)}])
+    torch._dynamo.reset()
+    # One graph per length (the repeated 16 reuses its graph), none of them shape-generic.
+    assert len(graphs) == 3 and not any(graphs)

@@ -26,7 +26,7 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from linnaeus.config import StreamConfig
-from linnaeus.data.device_decode import augment, decode_and_augment, normalise, upload_pixels
+from linnaeus.data.device_decode import augment, decode_and_augment, normalise, to_device, upload_pixels
 from linnaeus.data.prefetch import Prefetcher
 from linnaeus.fastclip import cut_tokens
 from linnaeus.models import tokenizer
@@ -85,7 +85,7 @@ def _columns(batch: dict[str, np.ndarray], cfg: StreamConfig, device, mask: np.n
         column = batch[key] if mask is None else batch[key][mask]
         if key == "text" and cfg.cut_text:
             column = cut_tokens(column)
-        out[key] = torch.from_numpy(np.ascontiguousarray(column)).to(device)
+        out[key] = to_device(column, torch.device(device))
     return out
 
 

@@ -55,4 +55,6 @@ def compile_model(cfg: TrainConfig, model: torch.nn.Module) -> None:
         # A process-wide dynamo setting; a training worker compiles this one model. False = DDP's
         # buckets do not cut the graph (2 H200s: 1.93 x one GPU, vs 1.88 x cut; docs/benchmarks.md).
         torch._dynamo.config.optimize_ddp = cfg.model.compile_ddp == "split"
+        if cfg.data.cut_text:  # up to 5 text lengths x (grad, no-grad under accumulation) graphs
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
         model.compile()

@@ -20,6 +20,7 @@ import logging
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -48,6 +49,8 @@ def corpus_tokens(cfg: TrainConfig, rows: int) -> np.ndarray:
     tables = [pq.read_table(manifest.shard_location(root, manifest.shards[i]).path, filesystem=root.fs,
                             columns=["image_id", *RANKS, "common_name"]).to_pylist() for i in picked]
     table = [row for t in tables for row in t]
+    if not table:
+        raise shards.CorpusError(f"{root.uri}: the sampled shards hold no rows")
     table = [table[i] for i in rng.choice(len(table), size=rows, replace=len(table) < rows)]
     taxa = [Taxon(*(row[r] for r in RANKS), common_name=row["common_name"]) for row in table]
     sampler = TextSampler(cfg.data.text_types, cfg.data.mixing, cfg.data.seed)
@@ -63,7 +66,7 @@ def synthetic_text(cfg: TrainConfig, rows: int, generator: torch.Generator) -> t
     """(token ids [rows, L], "corpus" or "random"): the corpus's captions when it can be read."""
     try:
         return torch.from_numpy(corpus_tokens(cfg, rows)), "corpus"
-    except (shards.CorpusError, storage.StorageError, OSError) as exc:
+    except (shards.CorpusError, storage.StorageError, OSError, pa.ArrowException) as exc:
         log.warning("ceiling: random text over the full context (%s)", exc)
     vocab = model_config(cfg.model.arch)["text_cfg"].get("vocab_size", 49408)
     return torch.randint(1, vocab, (rows, cfg.data.context_length), generator=generator), "random"

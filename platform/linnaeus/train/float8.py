@@ -2,8 +2,9 @@
 
 Notable:
 - Only the MLP linears of both towers are converted (two thirds of a block's matmul FLOPs). The
-  attention projections live inside `nn.MultiheadAttention`, which calls its weights functionally, so
-  a swapped module there would silently stay bf16; layers whose sizes are not multiples of 16 (FP8
+  attention projections stay bf16: the packed QKV weight is a bare parameter passed to `F.linear`
+  (in `nn.MultiheadAttention` and in `fastclip.SelfAttention` alike), so a swapped module there would
+  silently stay bf16; layers whose sizes are not multiples of 16 (FP8
   kernels need them) and the projection heads stay bf16 too. Everything else runs under bf16 autocast.
 - The swapped layers keep their parameter names and shapes, so checkpoints and the exported model
   are the same as a bf16 run's (a plain open_clip model loads them).
@@ -29,7 +30,7 @@ def available() -> bool:
 
 def convertible(module: torch.nn.Module, name: str) -> bool:
     """Whether a submodule becomes an FP8 linear: a plain Linear of an MLP, sizes multiples of 16."""
-    if type(module) is not torch.nn.Linear:  # MHA's out_proj is a Linear subclass that MHA never calls
+    if type(module) is not torch.nn.Linear:  # attention's out_proj is a Linear subclass: left in bf16
         return False
     return ".mlp." in f".{name}." and module.in_features % 16 == 0 and module.out_features % 16 == 0
 
