@@ -72,3 +72,15 @@ def test_open_clip_counts_micro_batches_so_accumulation_keeps_the_step_count():
 def test_steady_counts_only_the_windows_it_uses():
     windows = [{"step": s, "images_per_s": 100.0, "data_wait": 0.0} for s in (10, 20, 30)]
     assert steady(windows, first_step=15, batch_per_step=1)["windows"] == 1  # 10-20 starts before step 15
+
+
+def test_ceiling_without_a_readable_corpus_says_its_text_is_random(tmp_path):
+    import torch
+
+    from linnaeus.config import load_yaml
+    from linnaeus.train.ceiling import synthetic_text
+
+    demo = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml"
+    cfg = load_yaml(TrainConfig, demo, [f"data.data={tmp_path / 'nothing'}"])
+    text, source = synthetic_text(cfg, 4, torch.Generator().manual_seed(0))
+    assert source == "random" and tuple(text.shape) == (4, 77) and bool((text > 0).all())

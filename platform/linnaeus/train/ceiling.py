@@ -57,7 +57,7 @@ def corpus_tokens(cfg: TrainConfig, rows: int) -> np.ndarray:
     captions = [c for c in sampler.captions(taxa, [row["image_id"] for row in table]) if c]
     if not captions:
         raise shards.CorpusError(f"{root.uri}: no row of the sampled shards has a caption of the recipe's types")
-    captions = (captions * (rows // max(len(captions), 1) + 1))[:rows]
+    captions = (captions * (rows // len(captions) + 1))[:rows]
     tokens = tokenizer(cfg.data.model, cfg.data.context_length)(captions).numpy()
     return cut_tokens(tokens) if cfg.data.cut_text else tokens
 
