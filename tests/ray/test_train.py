@@ -86,3 +86,4 @@ def test_the_papers_recipe_passes_a_dry_run_without_fetching_weights(corpus, loa
     assert "global 32,768 = 1024 per worker x 8 worker(s) x 4 accumulation" in out
     assert "pretrained 'openai'" in out and "this run would fail here" in out
     assert "149,620,737" in out  # ViT-B/16 built (random weights), not downloaded
+    assert "fused attention True; cut text True; decode gpu" in out

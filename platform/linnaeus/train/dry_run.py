@@ -25,6 +25,8 @@ def dry_run(plan: TrainPlan) -> list[str]:
             f"lr         {lrs[0]:.3g} at step 0, {lrs[1]:.3g} after warmup, {lrs[2]:.3g} at the last step",
             f"precision  {precision}; compile {c.model.compile}; grad checkpointing "
             f"{c.model.grad_checkpointing}; grad clip {c.optim.grad_clip_norm}",
+            f"speed-ups  fused attention {c.model.fused_attention}; cut text {c.data.cut_text}; "
+            f"decode {c.data.decode}",
             f"workers    {c.scaling.workers} x ({c.scaling.cpus_per_worker:g} CPU"
             f"{', 1 GPU' if c.scaling.use_gpu else ''})",
             "dry run: configuration, corpus, model and trainer are valid; nothing was started"]
