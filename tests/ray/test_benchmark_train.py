@@ -59,7 +59,8 @@ def test_every_mode_runs_and_reports_consistent_figures(corpus, tmp_path, load_j
     assert r["e2e"]["steady_windows"] == 2 and len(r["e2e"]["loss_curve"]) == 4
     # The ceiling's text is the corpus's captions, cut like the run's: both count the same text tokens.
     assert r["ceiling"]["text_source"] == "corpus" and r["ceiling"]["text_tokens"] in (16, 32, 48)
-    assert r["e2e"]["text_tokens"] in (16, 32, 48) and "text_tokens" not in r["openclip"]
+    # The run's figure is a mean over batches, which may fall in different multiples of 16.
+    assert 16 <= r["e2e"]["text_tokens"] < 77 and "text_tokens" not in r["openclip"]
     assert r["ceiling"]["gflop_per_image"] < r["openclip"]["gflop_per_image"]
     assert [s for s, _ in r["openclip"]["loss_curve"]][-1] == 8
     assert r["summary"]["e2e_over_ceiling"] == pytest.approx(r["e2e"]["images_per_s"] / r["ceiling"]["images_per_s"])
