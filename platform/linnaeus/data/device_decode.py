@@ -185,6 +185,8 @@ def upload_pixels(pixels: Sequence[bytes], heights: Sequence[int], widths: Seque
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
     """[B,3,H,W] pixels in 0..255 (uint8 or float) -> float32 with CLIP's mean/std, on their device."""
-    mean = torch.tensor(OPENAI_DATASET_MEAN, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD, device=pixels.device).view(1, 3, 1, 1)
+    # through `to_device`: `torch.tensor(list, device=cuda)` copies from pageable memory and would make the
+    # prefetch thread wait for the crops it has just queued
+    mean = to_device(np.asarray(OPENAI_DATASET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1), pixels.device)
+    std = to_device(np.asarray(OPENAI_DATASET_STD, dtype=np.float32).reshape(1, 3, 1, 1), pixels.device)
     return (pixels.float() / 255.0 - mean) / std
