@@ -23,8 +23,13 @@ test-unit: venv
 demo: venv
 	$(PY) jobs/demo.py --output $(OUT)/demo
 
+# HTTP ingress: HAProxy (bundled with ray[serve] on Linux) in front of the ingress replicas' own HTTP
+# servers; SERVE_HAPROXY=0 keeps Ray Serve's Python proxy (docs/serving.md, "HTTP ingress"). Locally an
+# ingress replica drains 2 s at Ctrl-C, not a cluster's 30 (nothing else routes to it).
+SERVE_HAPROXY ?= 1
 serve: venv
-	$(VENV)/bin/serve run serve/config.yaml
+	RAY_SERVE_ENABLE_HA_PROXY=$(SERVE_HAPROXY) RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2 \
+		$(VENV)/bin/serve run serve/config.yaml
 
 bench-serve: venv
 	$(PY) jobs/benchmark_serve.py --images ../shared/data/cub50/images --output $(OUT)/bench-serve

@@ -14,6 +14,7 @@ the weights). Writes results.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linnaeus.serving.loadgen import drive, payloads_for, server_breakdown
+from linnaeus.serving.loadgen import drive, http_front, payloads_for, server_breakdown
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,25 @@ def load_images(folder: str, limit: int) -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """`values` in os.environ while a local Ray starts (its processes inherit them), then as before.
+
+    Serve reads its knobs when a process imports it: this driver imported Serve already, so they
+    reach only the processes the local Ray starts (proxy or HAProxy, controller, replicas). A Ray
+    already running or joined through RAY_ADDRESS keeps its own."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-processes", type=int, default=4)
     p.add_argument("--cuda-graphs", type=int, default=256, help="0: eager model in the service")
     p.add_argument("--no-model-only", action="store_true", help="skip the model-only (no HTTP) figures")
+    p.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
+                   help="HTTP front of a Ray started here: HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1, as `make serve` "
+                        "and the infra files run it) or Ray Serve's Python proxy; a joined cluster keeps its own")
     p.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                    help="environment for the Ray processes started here (Ray Serve's RAY_SERVE_* knobs); "
                         "the driver keeps its own")
@@ -134,10 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cuda_graphs and not args.no_model_only:
         ceiling["cuda_graphs"] = model_only(model, images, args.cuda_graphs)
     print(json.dumps({"model_only": ceiling}), flush=True)
-    # Serve reads its knobs when a process imports it: set after this driver imported Serve, they
-    # reach only the processes the local Ray starts (proxy, controller, replicas).
-    os.environ.update(dict(args.serve_env))
-    init_ray()
+    ray_env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if args.ingress == "haproxy" else "0", **dict(args.serve_env)}
+    with _environment(ray_env):
+        init_ray()
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     fixed = {"min_replicas": args.ingress_replicas, "max_replicas": args.ingress_replicas}
@@ -147,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}/v1/embed"
     rows = []
     serve.run(build_app(base), name="bench", route_prefix="/")  # once: a redeploy restarts every replica
+    front = http_front(port)
+    print(json.dumps({"http_front": front}), flush=True)
     handle = serve.get_deployment_handle("ModelServer", app_name="bench")
     for sc in scenarios:
         # What `serve deploy` does with a new user_config, called directly on the one model replica.
@@ -162,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"gpu": _gpu_name(), "model_only": ceiling, "cpus": int(ray.cluster_resources().get("CPU", 0)),
            "model": args.model, "payload_bytes_mean": int(np.mean([len(b) for b in images])),
            "duration_s": args.duration, "ingress_replicas": args.ingress_replicas, "cuda_graphs": args.cuda_graphs,
-           "serve_env": args.serve_env}
+           "http_front": front, "serve_env": args.serve_env}
     (output / "results.json").write_text(json.dumps({"env": env, "scenarios": rows}, indent=1))
     print(markdown(rows, env))
     serve.shutdown()
@@ -203,6 +227,7 @@ def _gpu_name() -> str:
 
 def markdown(rows: list[dict], env: dict) -> str:
     lines = [f"{env['model']} on {env['gpu']}, {env['cpus']} CPUs, {env['ingress_replicas']} ingress replicas, "
+             f"HTTP front {env.get('http_front', 'unknown')}, "
              f"mean payload image {env['payload_bytes_mean']:,} bytes; model only (no HTTP): {env['model_only']}",
              "", "| scenario | images/request | concurrency | max batch | images/s | requests/s | p50 ms | "
              "p90 ms | p99 ms | mean batch | errors | in the ingress, p50 ms | CPU ms per image |",

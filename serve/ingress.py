@@ -11,7 +11,7 @@ Notable:
 - The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
   `/healthz` and `/docs` stay open for probes and readers.
 - Every successful answer carries a `Server-Timing` header (ms spent in this replica: `parse` — reading
-  the body from Serve's proxy and validating it, base64 included — `decode` (thread-pool wait included),
+  the body (from HAProxy's connection, or fetched from Serve's proxy actor) and validating it, base64 included — `decode` (thread-pool wait included),
   `model` — the round trip to the model deployment, its queue included — and `ingress`, the whole
   handler), so a client can tell the service's time from the network's and the proxy's.
 """

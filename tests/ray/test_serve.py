@@ -24,6 +24,10 @@ API_KEY_ENV = "LINNAEUS_TEST_API_KEY"
 API_KEY = "test-key-123"
 BATCHING = {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}
 METRICS_ENV = {"RAY_enable_metrics_collection": "1", "RAY_metrics_report_interval_ms": "1000"}
+# HAProxy in front of the ingress replicas, as `make serve` and the infra files run the service; ingress
+# replicas drain for 1 s instead of 30 at shutdown. tests/ray/test_benchmark_serve.py runs behind Serve's
+# own proxy.
+HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
 def _free_port() -> int:
@@ -75,8 +79,8 @@ def server(model_dir, metrics_port):
     os.environ[API_KEY_ENV] = API_KEY  # inherited by the replicas
     # This module checks the service's Prometheus metrics, so it turns Ray's metrics back on (conftest
     # turns them off for the other modules) and has them exported every second instead of every ten.
-    saved = {k: os.environ.get(k) for k in METRICS_ENV}
-    os.environ.update(METRICS_ENV)
+    saved = {k: os.environ.get(k) for k in {**METRICS_ENV, **HAPROXY_ENV}}
+    os.environ.update({**METRICS_ENV, **HAPROXY_ENV})  # inherited by the Ray processes started next
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              _metrics_export_port=metrics_port)
     port = _free_port()
@@ -287,6 +291,18 @@ def test_health_and_openapi_list_every_endpoint(server):
     body = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert requests.get(f"{server}/docs", timeout=60).status_code == 200
+
+
+def test_haproxy_answers_http_on_127_0_0_1_in_front_of_the_ingress(server):
+    import psutil
+
+    from linnaeus.serving.loadgen import http_front
+
+    port = int(server.rsplit(":", 1)[1])
+    assert http_front(port) == "haproxy"
+    listeners = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN
+                 and c.laddr and c.laddr.port == port]
+    assert listeners and {c.laddr.ip for c in listeners} == {"127.0.0.1"}
 
 
 def _replicas(app: str) -> int:

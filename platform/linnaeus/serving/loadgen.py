@@ -9,7 +9,7 @@ Notable:
   into medians, so a latency can be split into ingress work, the model round trip and the rest
   (proxy, HTTP, client).
 - `CpuMeter` reads the CPU time of the benchmark's process tree over the measured window and sorts it
-  into roles (HTTP proxy, ingress replicas, model replica, Ray's own daemons, clients, other): on a
+  into roles (HTTP proxy — Serve's or HAProxy —, ingress replicas, model replica, Ray's own daemons, clients, other): on a
   CPU-bound host, that says which part to make cheaper, per image served.
 """
 
@@ -50,7 +50,8 @@ def role_of(cmdline: list[str], clients: set[int], pid: int) -> str:
     if pid in clients:
         return "clients"
     line = " ".join(cmdline)
-    if "ProxyActor" in line:
+    # The HTTP front: Ray Serve's Python proxy actor, or HAProxy and the actor that manages it
+    if any(name in line for name in ("ProxyActor", "HAProxyManager", "bin/haproxy")):
         return "proxy"
     if "ServeReplica:" in line:
         return "model" if ":ModelServer" in line else "ingress"
@@ -164,3 +165,18 @@ def _client(url: str, payloads: list[bytes], concurrency: int, t_measure: float,
         return latencies, timings, completed, errors
 
     queue.put(asyncio.run(run()))
+
+
+def http_front(port: int) -> str:
+    """What answers HTTP on `port` here: "haproxy", "proxy" (Ray Serve's proxy actor) or "unknown"."""
+    import psutil
+
+    try:
+        listening = [c.pid for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid]
+        names = [" ".join(psutil.Process(pid).cmdline()) for pid in listening]
+    except (psutil.Error, OSError):
+        return "unknown"
+    if any("haproxy" in name for name in names):
+        return "haproxy"
+    return "proxy" if any("ProxyActor" in name for name in names) else "unknown"
