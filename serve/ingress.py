@@ -5,15 +5,17 @@ Notable:
   fields); both are validated by the same pydantic model, and OpenAPI at /docs lists both.
 - Refusals are `ApiError`s with a status, a short reason and a message naming the field, index and
   limit: 401 (API key), 413 (body, image bytes, pixels, counts), 422 (fields), 400 (an image that is
-  not one or has extreme proportions, bad base64, a subset name that matches nothing). A 500 means a bug, never client input.
+  not one or has extreme proportions, bad base64, a subset name that matches nothing). A 500 means a
+  bug, never client input.
 - Images are decoded and cropped to the model's input in a thread pool (PIL releases the GIL), and
   travel to the model deployment as one uint8 numpy array per request ([N, 3, S, S]).
 - The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
   `/healthz` and `/docs` stay open for probes and readers.
 - Every successful answer carries a `Server-Timing` header (ms spent in this replica: `parse` — reading
-  the body (from HAProxy's connection, or fetched from Serve's proxy actor) and validating it, base64 included — `decode` (thread-pool wait included),
-  `model` — the round trip to the model deployment, its queue included — and `ingress`, the whole
-  handler), so a client can tell the service's time from the network's and the proxy's.
+  the body (from HAProxy's connection, or fetched from Serve's proxy actor) and validating it, base64
+  included — `decode` (thread-pool wait included), `model` — the round trip to the model deployment, its
+  queue included — and `ingress`, the whole handler), so a client can tell the service's time from the
+  network's and the HTTP front's.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real annotations on the routes.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import io
-import os
 import socket
 import threading
 import time
@@ -28,6 +27,9 @@ METRICS_ENV = {"RAY_enable_metrics_collection": "1", "RAY_metrics_report_interva
 # replicas drain for 1 s instead of 30 at shutdown. tests/ray/test_benchmark_serve.py runs behind Serve's
 # own proxy.
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+# HAProxy's stats page and exporter, and Serve's fallback proxy, listen on fixed ports: free ones here,
+# so that a `make serve` on the same host does not collide with the suite
+HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
 
 
 def _free_port() -> int:
@@ -71,39 +73,40 @@ def metrics_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(model_dir, metrics_port):
+    # This module checks the service's Prometheus metrics, so it turns Ray's metrics back on (conftest
+    # turns them off for the other modules) and has them exported every second instead of every ten.
+    env = {API_KEY_ENV: API_KEY, **METRICS_ENV, **HAPROXY_ENV, **{k: str(_free_port()) for k in HAPROXY_PORTS}}
+    with pytest.MonkeyPatch.context() as patch:  # restored even when the setup fails
+        for key, value in env.items():
+            patch.setenv(key, value)  # inherited by the Ray processes started next
+        yield from _serve(model_dir, metrics_port)
+
+
+def _serve(model_dir, metrics_port):
     import ray
     from ray import serve
 
     from serve.app import build_app
 
-    os.environ[API_KEY_ENV] = API_KEY  # inherited by the replicas
-    # This module checks the service's Prometheus metrics, so it turns Ray's metrics back on (conftest
-    # turns them off for the other modules) and has them exported every second instead of every ten.
-    saved = {k: os.environ.get(k) for k in {**METRICS_ENV, **HAPROXY_ENV}}
-    os.environ.update({**METRICS_ENV, **HAPROXY_ENV})  # inherited by the Ray processes started next
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              _metrics_export_port=metrics_port)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    small = {"max_image_bytes": 200_000, "max_image_pixels": 1_000_000, "max_images": 4, "max_labels": 5,
-             "max_texts": 3, "max_text_chars": 40, "max_k": 10, "max_body_bytes": 2_000_000}
-    common = {"model": model_dir, "model_cpus": 0.25, "ingress_cpus": 0.25, "limits": small,
-              "batching": BATCHING}
-    serve.run(build_app({**common, "api_key_env": None}), name="open", route_prefix="/")
-    serve.run(build_app({**common, "api_key_env": API_KEY_ENV}), name="secure", route_prefix="/secure")
-    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
-               "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2}
-    serve.run(build_app({**common, "api_key_env": None, "model_autoscaling": scaling}), name="scaling",
-              route_prefix="/scaling")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
-    os.environ.pop(API_KEY_ENV, None)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    try:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        small = {"max_image_bytes": 200_000, "max_image_pixels": 1_000_000, "max_images": 4, "max_labels": 5,
+                 "max_texts": 3, "max_text_chars": 40, "max_k": 10, "max_body_bytes": 2_000_000}
+        common = {"model": model_dir, "model_cpus": 0.25, "ingress_cpus": 0.25, "limits": small,
+                  "batching": BATCHING}
+        serve.run(build_app({**common, "api_key_env": None}), name="open", route_prefix="/")
+        serve.run(build_app({**common, "api_key_env": API_KEY_ENV}), name="secure", route_prefix="/secure")
+        scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
+                   "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2}
+        serve.run(build_app({**common, "api_key_env": None, "model_autoscaling": scaling}), name="scaling",
+                  route_prefix="/scaling")
+        yield f"http://127.0.0.1:{port}"
+        serve.shutdown()
+    finally:
+        ray.shutdown()
 
 
 def _b64(data: bytes) -> str:
@@ -300,9 +303,13 @@ def test_haproxy_answers_http_on_127_0_0_1_in_front_of_the_ingress(server):
 
     port = int(server.rsplit(":", 1)[1])
     assert http_front(port) == "haproxy"
-    listeners = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN
-                 and c.laddr and c.laddr.port == port]
-    assert listeners and {c.laddr.ip for c in listeners} == {"127.0.0.1"}
+    listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid]
+    front = [c for c in listening if c.laddr.port == port]
+    assert front and {c.laddr.ip for c in front} == {"127.0.0.1"}
+    # each ingress replica answers HTTP itself, on a port of Serve's direct-ingress range, same host
+    own = [c for c in listening if 30000 <= c.laddr.port < 31000
+           and "Ingress" in " ".join(psutil.Process(c.pid).cmdline())]
+    assert len(own) >= 3 and {c.laddr.ip for c in own} == {"127.0.0.1"}  # one per application
 
 
 def _replicas(app: str) -> int:

@@ -79,14 +79,18 @@ def test_every_serving_ray_node_runs_the_haproxy_ingress():
     cluster = _manifests()["RayService/linnaeus-serve"]["spec"]["rayClusterConfig"]
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for group in groups:
+        # an ingress replica drains >= 30 s behind HAProxy, and Serve lets it take 35
+        assert group["template"]["spec"]["terminationGracePeriodSeconds"] > 35
         for container in group["template"]["spec"]["containers"]:
             env = {e["name"]: e["value"] for e in container.get("env", [])}
             assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
     compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
     for name in ("ray-head", "ray-worker"):
         assert compose["services"][name]["environment"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1", name
+    makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"RAY_SERVE_ENABLE_HA_PROXY=\$\(SERVE_HAPROXY\) [^\n]*\\\n\s*\S*serve run serve/config.yaml",
-                     (ROOT / "Makefile").read_text())
+                     makefile)
+    assert "SERVE_HAPROXY ?= $(if $(filter Linux,$(shell uname -s)),1,0)" in makefile  # on by default on Linux
 
 
 def test_rayjob_entrypoint_names_files_in_the_image_and_a_recipe_that_validates():

@@ -9,8 +9,9 @@ Notable:
   into medians, so a latency can be split into ingress work, the model round trip and the rest
   (proxy, HTTP, client).
 - `CpuMeter` reads the CPU time of the benchmark's process tree over the measured window and sorts it
-  into roles (HTTP proxy — Serve's or HAProxy —, ingress replicas, model replica, Ray's own daemons, clients, other): on a
-  CPU-bound host, that says which part to make cheaper, per image served.
+  into roles (HTTP proxy: Serve's proxy actor or HAProxy and its manager; ingress replicas, model
+  replica, Ray's own daemons, clients, other): on a CPU-bound host, that says which part to make
+  cheaper, per image served. `http_front` says which of the two proxies listens on the service's port.
 """
 
 from __future__ import annotations
@@ -167,8 +168,16 @@ def _client(url: str, payloads: list[bytes], concurrency: int, t_measure: float,
     queue.put(asyncio.run(run()))
 
 
-def http_front(port: int) -> str:
-    """What answers HTTP on `port` here: "haproxy", "proxy" (Ray Serve's proxy actor) or "unknown"."""
+def http_front(port: int, wait_s: float = 10.0) -> str:
+    """What answers HTTP on `port` here: "haproxy", "proxy" (Ray Serve's proxy actor) or "unknown"
+    (nothing found in `wait_s`: right after `serve.run`, HAProxy may still be starting)."""
+    deadline = time.monotonic() + wait_s
+    while (front := _listener(port)) == "unknown" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return front
+
+
+def _listener(port: int) -> str:
     import psutil
 
     try:
