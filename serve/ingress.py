@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from linnaeus.config import ServeLimits
 from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
@@ -76,7 +77,11 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@serve.deployment(max_ongoing_requests=32)
+# Past 32 requests in flight a replica queues at most 128 more, then answers 503 with Retry-After at
+# once: an overloaded service says so instead of keeping clients waiting without bound (behind HAProxy
+# the replica itself queues; behind Serve's proxy, the proxy does).
+@serve.deployment(max_ongoing_requests=32, max_queued_requests=128,
+                  backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1))
 @serve.ingress(api)
 class Ingress:
     def __init__(self, limits: ServeLimits, api_key_env: str | None, preprocess_cfg: dict | None, model):
