@@ -11,11 +11,12 @@ Notable:
   travel to the model deployment as one uint8 numpy array per request ([N, 3, S, S]).
 - The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
   `/healthz` and `/docs` stay open for probes and readers.
-- Every successful answer carries a `Server-Timing` header (ms spent in this replica: `parse` — reading
-  the body (from HAProxy's connection, or fetched from Serve's proxy actor) and validating it, base64
-  included — `decode` (thread-pool wait included), `model` — the round trip to the model deployment, its
-  queue included — and `ingress`, the whole handler), so a client can tell the service's time from the
-  network's and the HTTP front's.
+- Every answer from `/v1/*` (refusals too, with the parts reached; not a client that hung up) carries
+  a `Server-Timing` header (ms spent in this replica: `parse` — reading the body (from HAProxy's
+  connection, or fetched from Serve's proxy actor) and validating it, base64 included — `decode`
+  (thread-pool wait included), `model` — the round trip to the model deployment, its queue included —
+  and `ingress`, the whole handler), so a client can tell the service's time from the network's and
+  the HTTP front's.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real annotations on the routes.
@@ -58,6 +59,13 @@ class ApiError(Exception):
 def _error_response(exc: ApiError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse({"detail": exc.detail, "reason": exc.reason}, exc.status, headers=headers)
+
+
+def _timed(response: JSONResponse, timings: dict, start: float) -> JSONResponse:
+    """A refusal carries the timings taken up to it, too (a slow 413 says whether the body was the cost)."""
+    timings["ingress"] = time.perf_counter() - start
+    response.headers["server-timing"] = server_timing(timings)
+    return response
 
 
 def _b64(text: str, index: int) -> bytes:
@@ -114,14 +122,15 @@ class Ingress:
             return result
         except ApiError as exc:
             status, reason = exc.status, exc.reason
-            return _error_response(exc)
+            return _timed(_error_response(exc), timings, start)
         except ClientDisconnect:  # nobody reads the answer; not a server fault either
             status, reason = 400, "client_disconnected"
             return JSONResponse({"detail": "client disconnected", "reason": reason}, 400)
         except Exception as exc:  # a bug or a dead replica: say so, keep the reason out of the client's way
             status, reason = 500, "internal"
             logger.exception("%s: internal error", endpoint)
-            return JSONResponse({"detail": f"internal error ({type(exc).__name__})", "reason": "internal"}, 500)
+            body = {"detail": f"internal error ({type(exc).__name__})", "reason": "internal"}
+            return _timed(JSONResponse(body, 500), timings, start)
         finally:
             self.metrics.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
             self.metrics.latency.observe(time.perf_counter() - start, tags={"endpoint": endpoint})

@@ -301,6 +301,11 @@ def test_answers_say_where_the_ingress_spent_its_time(server, photos):
     assert set(timings) == {"parse", "decode", "model", "ingress"}, r.headers["server-timing"]
     assert all(v >= 0 for v in timings.values())
     assert timings["ingress"] >= timings["decode"] + timings["model"]
+    # a refusal says how far the request got: this one was parsed, then refused for its k
+    r = requests.post(f"{server}/v1/classify", json={"images": [_b64(photos[0])], "labels": ["a"], "k": 1000},
+                      timeout=60)
+    assert r.status_code == 422
+    assert set(parse_server_timing(r.headers["server-timing"])) == {"parse", "ingress"}, r.headers
 
 
 def test_label_embeddings_are_cached_across_requests(server, photos):
