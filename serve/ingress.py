@@ -85,9 +85,9 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-# Past 32 requests in flight a replica queues at most 128 more, then answers 503 with Retry-After at
-# once: an overloaded service says so instead of keeping clients waiting without bound (behind HAProxy
-# the replica itself queues; behind Serve's proxy, the proxy does).
+# Past 32 requests in flight, at most 128 wait (behind HAProxy in each replica; behind Serve's proxy in
+# each proxy, for all replicas), then 503 with Retry-After at once: an overloaded service says so instead
+# of keeping clients waiting without bound.
 @serve.deployment(max_ongoing_requests=32, max_queued_requests=128,
                   backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1))
 @serve.ingress(api)
