@@ -16,7 +16,6 @@ markdown table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import socket
@@ -24,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -87,25 +87,6 @@ def load_images(folder: str, limit: int) -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """`values` in os.environ while a local Ray starts (its processes inherit them), then as before.
-
-    Serve reads its knobs when a process imports it: this driver imported Serve already, so they
-    reach only the processes the local Ray starts (proxy or HAProxy, controller, replicas). A Ray
-    already running or joined through RAY_ADDRESS keeps its own."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     # behind HAProxy an ingress replica drains 30 s at shutdown for a load balancer's sake: none here
     ray_env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if args.ingress == "haproxy" else "0",
                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1", **dict(args.serve_env)}
-    with _environment(ray_env):
+    # Serve reads its knobs when a process imports it: this driver imported Serve already, so they reach
+    # only the processes the local Ray starts (proxy or HAProxy, controller, replicas); a Ray already
+    # running or joined through RAY_ADDRESS keeps its own
+    with mock.patch.dict(os.environ, ray_env):
         init_ray()
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

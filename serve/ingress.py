@@ -61,8 +61,8 @@ def _error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail, "reason": exc.reason}, exc.status, headers=headers)
 
 
-def _timed(response: JSONResponse, timings: dict, start: float) -> JSONResponse:
-    """A refusal carries the timings taken up to it, too (a slow 413 says whether the body was the cost)."""
+def _timed(response: Response, timings: dict, start: float) -> Response:
+    """`response` with the timings taken so far (a refusal too: a slow 413 says whether the body was the cost)."""
     timings["ingress"] = time.perf_counter() - start
     response.headers["server-timing"] = server_timing(timings)
     return response
@@ -117,8 +117,7 @@ class Ingress:
             with timed(timings, "parse"):
                 fields, blobs = await self._parse(request, body_model)
             result = await work(fields, blobs, timings)
-            timings["ingress"] = time.perf_counter() - start
-            response.headers["server-timing"] = server_timing(timings)
+            _timed(response, timings, start)
             return result
         except ApiError as exc:
             status, reason = exc.status, exc.reason

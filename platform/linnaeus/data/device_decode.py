@@ -21,6 +21,7 @@ Notable:
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -185,8 +186,12 @@ def upload_pixels(pixels: Sequence[bytes], heights: Sequence[int], widths: Seque
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
     """[B,3,H,W] pixels in 0..255 (uint8 or float) -> float32 with CLIP's mean/std, on their device."""
-    # through `to_device`: `torch.tensor(list, device=cuda)` copies from pageable memory and would make the
-    # prefetch thread wait for the crops it has just queued
-    mean = to_device(np.asarray(OPENAI_DATASET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1), pixels.device)
-    std = to_device(np.asarray(OPENAI_DATASET_STD, dtype=np.float32).reshape(1, 3, 1, 1), pixels.device)
+    mean, std = _clip_stats(pixels.device)
     return (pixels.float() / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's mean and std as [1,3,1,1] on `device`, sent there once (every batch needs them)."""
+    return tuple(to_device(np.asarray(v, dtype=np.float32).reshape(1, 3, 1, 1), device)
+                 for v in (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD))

@@ -63,8 +63,8 @@ def step_flops(model_cfg: dict, global_batch: int, text_tokens: float | None = N
     patch_embed = 2 * patches * 3 * patch * patch * width
     vision = (patch_embed + _transformer_forward(patches + 1, width, v["layers"], v.get("mlp_ratio", 4.0))
               + 2 * width * embed)
-    text = (_transformer_forward(text_tokens or t.get("context_length", 77), t["width"], t["layers"], t.get("mlp_ratio", 4.0))
-            + 2 * t["width"] * embed)
+    tokens = text_tokens or t.get("context_length", 77)
+    text = _transformer_forward(tokens, t["width"], t["layers"], t.get("mlp_ratio", 4.0)) + 2 * t["width"] * embed
     logits = 2 * 2 * global_batch * embed  # image->text and text->image rows of this image
     return StepFlops(vision, text, logits, patch_embed)
 
