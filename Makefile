@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: venv test test-unit demo serve bench-stream bench-planning bench-serve bench-train clean
+.PHONY: venv lint test test-unit demo serve bench-stream bench-planning bench-serve bench-train clean
 
 venv: $(VENV)/.installed
 
@@ -14,7 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: venv
+# ruff (configured in pyproject.toml) before the tests: the floor plan's own test is tests/unit/test_layering.py
+lint: venv
+	$(VENV)/bin/ruff check platform jobs serve tests infra
+
+test: venv lint
 	$(PY) -m pytest -q -ra tests
 
 test-unit: venv

@@ -15,41 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from linnaeus import storage
+from linnaeus.bench.evaluation import headline, replicate
 from linnaeus.config import EvalConfig
-from linnaeus.data import shards
-from linnaeus.eval.embed import embed_images
+from linnaeus.eval.embed import embed_dataset
 from linnaeus.eval.evaluate import evaluate
-from linnaeus.eval.modelref import build_model
+from linnaeus.eval.modelref import load_model
 from linnaeus.runtime import init_ray, setup_logging
-
-
-def replicate(corpus: Path, copies: int, out: Path) -> int:
-    """`out` becomes a corpus of `copies` x the single shard of `corpus` (symlinks); returns its rows."""
-    manifest = shards.read_manifest(storage.resolve(corpus))
-    if len(manifest.shards) != 1:
-        raise SystemExit(f"{corpus}: needs a one-shard corpus, found {len(manifest.shards)} shards")
-    entry, real = manifest.shards[0], (corpus / manifest.shards[0].path).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i in range(copies):
-        link = out / f"copy-{i:05d}.parquet"
-        if not link.is_symlink():
-            link.symlink_to(real)
-        entries.append(entry.model_copy(update={"path": link.name}))
-    scaled = manifest.model_copy(update={"shards": entries, "rows": entry.rows * copies})
-    (out / shards.MANIFEST_NAME).write_text(scaled.model_dump_json())
-    return scaled.rows
-
-
-def _headline(task: str, figures: dict) -> dict:
-    if task == "zeroshot":
-        return {k: figures.get(k) for k in ("classes", "images", "top1", "top5")}
-    if task == "fewshot":
-        return {k: v.get("mean") for k, v in figures.items()}
-    if task == "retrieval":
-        return {k: v for k, v in figures.items() if k.endswith("_r1") or k == "texts"}
-    return {"images_sampled": figures["images_sampled"], "species": figures["species"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats:
         logging.getLogger("linnaeus.eval.embed").setLevel(logging.DEBUG)
     init_ray()
-    model, arch = build_model(args.model)
+    model, arch = load_model(args.model)
     start = time.perf_counter()
-    data = embed_images(str(args.output / "corpus"), args.model, model.visual.preprocess_cfg, args.actors,
+    data = embed_dataset(str(args.output / "corpus"), args.model, model.visual.preprocess_cfg, args.actors,
                         args.batch_size)
     embed_s = time.perf_counter() - start
     out = {"rows": rows, "embedded": len(data.taxa), "skipped": len(data.skipped), "actors": args.actors,
@@ -83,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         results, _ = evaluate(model, arch, data, cfg)
         out[f"{task}_s"] = round(time.perf_counter() - start, 1)
-        out[task] = _headline(task, results[task])
+        out[task] = headline(task, results[task])
         print(json.dumps({task: out[task], "seconds": out[f"{task}_s"]}), flush=True)
     out["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(out, indent=1))

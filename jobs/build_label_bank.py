@@ -6,7 +6,8 @@
 
 --taxa (repeatable): a corpus (distinct lineages of its rows), a folder dataset (its taxa.csv) or a CSV
 with kingdom..species[,common_name]. Writes Parquet + _bank.json to --output (default <model>/label_bank),
-replacing an earlier bank there. Bad arguments, models or taxa exit 2 before any cluster work.
+replacing an earlier bank there. Settings: linnaeus.config.LabelBankConfig, from --config FILE, the flags
+below and --set key=value (later wins). Bad settings, models or taxa exit 2 before any cluster work.
 """
 
 from __future__ import annotations
@@ -14,33 +15,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from linnaeus.config import ConfigError, LabelBankConfig, validate
-from linnaeus.models import ModelLoadError
+from linnaeus.clip.models import ModelLoadError
+from linnaeus.config import ConfigError, LabelBankConfig
+from linnaeus.config.cli import Flag, add_config_arguments, comma_list, config_from_args
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="exported model (folder or s3:// prefix)")
-    p.add_argument("--taxa", action="append", required=True, help="corpus, folder dataset or taxa CSV")
-    p.add_argument("--output", help="bank location (default <model>/label_bank)")
-    p.add_argument("--text-types", help="comma-separated BioCLIP text types (default taxonomic_common)")
-    p.add_argument("--templates", help="openai (default), single or none")
-    p.add_argument("--actors", type=int, help="embedding actors (one GPU each when there are GPUs)")
-    return p.parse_args(argv)
+FLAGS = (
+    Flag("--model", "model", "exported model (folder or s3:// prefix)"),
+    Flag("--taxa", "taxa", "corpus, folder dataset or taxa CSV (repeatable)", repeat=True),
+    Flag("--output", "output", "bank location (default <model>/label_bank)"),
+    Flag("--text-types", "text_types", "comma-separated BioCLIP text types (default taxonomic_common)", comma_list),
+    Flag("--templates", "templates", "openai (default), single or none"),
+    Flag("--actors", "actors", "embedding actors (one GPU each when there are GPUs)", int),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, FLAGS)
+    args = p.parse_args(argv)
     setup_logging()
-    raw = {"model": args.model, "taxa": args.taxa, "output": args.output, "templates": args.templates,
-           "text_types": args.text_types.split(",") if args.text_types else None, "actors": args.actors}
     try:
-        cfg = validate(LabelBankConfig, {k: v for k, v in raw.items() if v is not None}, "jobs/build_label_bank.py")
+        cfg = config_from_args(LabelBankConfig, args, FLAGS, "jobs/build_label_bank.py")
         from linnaeus.batch.label_bank import build_label_bank
         from linnaeus.batch.taxa import TaxaError, read_taxa
-        from linnaeus.models import read_export
+        from linnaeus.clip.exports import read_export
         from linnaeus.serving.bank import default_location
 
         try:

@@ -91,7 +91,7 @@ def publish_model(export: str, out: Path):
     training corpus and the held-out taxa, so the service can name taxa it never trained on."""
     from linnaeus.batch.label_bank import build_label_bank
     from linnaeus.batch.taxa import read_taxa
-    from linnaeus.models import read_export
+    from linnaeus.clip.exports import read_export
     from linnaeus.serving.bank import default_location
 
     model = out / "model"

@@ -4,11 +4,13 @@
     python jobs/evaluate.py --model out/runs/<run>/export --compare init:out/runs/<run> \
         --data my-photos/ --output out/eval --compare-text-type common
     python jobs/evaluate.py --model arch:ViT-B-16@openai --data s3://corpora/cub50 --output out/eval-openai
+    python jobs/evaluate.py --config eval.yaml --set shots=[1,5,10]
 
 --model / --compare: an exported model (folder or s3://), init:<run folder> (the weights that run started
 from), or arch:<open_clip name>[@<pretrained tag or checkpoint>]. --data: a corpus (from jobs/ingest.py)
-or a folder dataset (images/<folder>/* + taxa.csv) read in place. Writes results.json, report.md and
-embedding_map.png to --output and prints the report. Bad arguments, data or models exit 2 before any
+or a folder dataset (images/<folder>/* + taxa.csv) read in place. Settings: linnaeus.config.EvalConfig,
+from --config FILE, the flags below and --set key=value (later wins). Writes results.json, report.md and
+embedding_map.png to --output and prints the report. Bad settings, data or models exit 2 before any
 cluster work.
 """
 
@@ -17,51 +19,46 @@ from __future__ import annotations
 import argparse
 import sys
 
-from linnaeus.config import ConfigError, EvalConfig, validate
-from linnaeus.data.sources import SourceError
-from linnaeus.models import ModelLoadError
+from linnaeus.clip.models import ModelLoadError
+from linnaeus.config import ConfigError, EvalConfig
+from linnaeus.config.cli import Flag, add_config_arguments, comma_ints, comma_list, config_from_args
+from linnaeus.data.inputs import InputError
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 
+FLAGS = (
+    Flag("--model", "model", "exported model, init:<run> or arch:<name>[@<init>]"),
+    Flag("--data", "data", "corpus or folder dataset"),
+    Flag("--output", "output", "folder or s3:// prefix for the reports"),
+    Flag("--compare", "compare", "a second model, reported side by side"),
+    Flag("--tasks", "tasks", "comma-separated: zeroshot,fewshot,retrieval,hierarchy (default: all)", comma_list),
+    Flag("--text-type", "text_type", "class-name text type for zero-shot (default taxonomic_common)"),
+    Flag("--compare-text-type", "compare_text_type", "also score with this text type, in its own column"),
+    Flag("--templates", "templates", "openai (80 CLIP templates, default) or single"),
+    Flag("--rank", "rank", "classify at this rank (default species)"),
+    Flag("--shots", "shots", "comma-separated few-shot k (default 1,5)", comma_ints),
+    Flag("--seeds", "seeds", "few-shot draws (default 5)", int),
+    Flag("--map-rank", "map_rank", "colour the embedding map by this rank (default order)"),
+    Flag("--actors", "actors", "model actors (default: 4 per GPU; CPU tasks decode)", int),
+)
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+
+def config_from(argv: list[str] | None) -> EvalConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--compare", help="a second model, reported side by side")
-    p.add_argument("--tasks", help="comma-separated: zeroshot,fewshot,retrieval,hierarchy (default: all)")
-    p.add_argument("--text-type", help="class-name text type for zero-shot (default taxonomic_common)")
-    p.add_argument("--compare-text-type", help="also score with this text type, in its own column")
-    p.add_argument("--templates", help="openai (80 CLIP templates, default) or single")
-    p.add_argument("--rank", help="classify at this rank (default species)")
-    p.add_argument("--shots", help="comma-separated few-shot k (default 1,5)")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--map-rank", help="colour the embedding map by this rank (default order)")
-    p.add_argument("--actors", type=int, help="model actors (default: 4 per GPU; CPU tasks decode)")
-    return p.parse_args(argv)
-
-
-def config_from(args: argparse.Namespace) -> EvalConfig:
-    raw = {"model": args.model, "data": args.data, "output": args.output, "compare": args.compare,
-           "tasks": args.tasks.split(",") if args.tasks else None, "text_type": args.text_type,
-           "compare_text_type": args.compare_text_type, "templates": args.templates, "rank": args.rank,
-           "seeds": args.seeds, "map_rank": args.map_rank,
-           "shots": [int(k) for k in args.shots.split(",")] if args.shots else None, "actors": args.actors}
-    return validate(EvalConfig, {k: v for k, v in raw.items() if v is not None}, "jobs/evaluate.py")
+    add_config_arguments(p, FLAGS)
+    return config_from_args(EvalConfig, p.parse_args(argv), FLAGS, "jobs/evaluate.py")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     setup_logging()
     try:
-        cfg = config_from(args)
+        cfg = config_from(argv)
         from linnaeus.eval.run import check_inputs, run_evaluation
 
         models = check_inputs(cfg)
         init_ray()
         results, out = run_evaluation(cfg, models)
-    except (ConfigError, SourceError, StorageError, ModelLoadError, ValueError) as exc:
+    except (ConfigError, InputError, StorageError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from linnaeus.eval.report import markdown

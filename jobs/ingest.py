@@ -2,6 +2,10 @@
 
     python jobs/ingest.py --input ../shared/data/cub50 --format folder --output out/cub50
     python jobs/ingest.py --input s3://raw/tol --format webdataset --output s3://corpora/tol --resize 224
+    python jobs/ingest.py --config ingest.yaml --set resize=256
+
+Settings: linnaeus.config.IngestConfig, from --config FILE, the flags below and --set key=value (later
+wins). Bad settings or inputs exit 2 naming the field or file, before any cluster work.
 """
 
 from __future__ import annotations
@@ -10,37 +14,34 @@ import argparse
 import json
 import sys
 
-from linnaeus.config import ConfigError, IngestConfig, validate
+from linnaeus.config import ConfigError, IngestConfig, InputFormat
+from linnaeus.config.cli import Flag, add_config_arguments, config_from_args
 from linnaeus.data.ingest import plan_ingest, run_ingest
-from linnaeus.data.sources import InputFormat, SourceError
+from linnaeus.data.inputs import InputError
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="folder, CSV file, or tar folder/prefix (path or URI)")
-    p.add_argument("--format", required=True, choices=[f.value for f in InputFormat])
-    p.add_argument("--output", required=True, help="corpus folder or s3://bucket/prefix")
-    p.add_argument("--resize", type=int, help="resize the shorter side to PX (never upsamples)")
-    p.add_argument("--shard-rows", type=int, help="rows per shard (default: ~384 MB per shard)")
-    p.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this")
-    return p.parse_args(argv)
+FLAGS = (
+    Flag("--input", "input", "folder, CSV file, or tar folder/prefix (path or URI)"),
+    Flag("--format", "format", "input format", choices=tuple(f.value for f in InputFormat)),
+    Flag("--output", "output", "corpus folder or s3://bucket/prefix"),
+    Flag("--resize", "resize", "resize the shorter side to PX (never upsamples)", int),
+    Flag("--shard-rows", "shard_rows", "rows per shard (default: ~384 MB per shard)", int),
+    Flag("--max-pixels", "max_pixels", "refuse images with more pixels than this", int),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, FLAGS)
+    args = p.parse_args(argv)
     setup_logging()
-    raw = {"input": args.input, "format": args.format, "output": args.output,
-           "resize": args.resize, "shard_rows": args.shard_rows}
-    if args.max_pixels:
-        raw["max_pixels"] = args.max_pixels
     try:
-        cfg = validate(IngestConfig, raw, "jobs/ingest.py")
+        cfg = config_from_args(IngestConfig, args, FLAGS, "jobs/ingest.py")
         plan = plan_ingest(cfg)  # bad inputs fail here, before any cluster work
         init_ray()
         result = run_ingest(cfg, plan)
-    except (ConfigError, SourceError, StorageError) as exc:
+    except (ConfigError, InputError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result.model_dump(), indent=1))

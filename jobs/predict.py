@@ -8,7 +8,8 @@
 Taxa come from the model's label bank (jobs/build_label_bank.py; --bank to name another); --labels FILE
 (one label per line) classifies against free text instead. Writes one row per file (path, error,
 name_i, probability_i, ...) as Parquet or CSV, then _report.json with what was skipped and why.
-Bad arguments, models or banks exit 2 before any cluster work.
+Settings: linnaeus.config.PredictConfig, from --config FILE, the flags below and --set key=value (later
+wins). Bad settings, models or banks exit 2 before any cluster work.
 """
 
 from __future__ import annotations
@@ -18,27 +19,25 @@ import json
 import sys
 from pathlib import Path
 
-from linnaeus.config import ConfigError, PredictConfig, validate
-from linnaeus.models import ModelLoadError
+from linnaeus.clip.models import ModelLoadError
+from linnaeus.config import ConfigError, PredictConfig
+from linnaeus.config.cli import Flag, add_config_arguments, comma_list, config_from_args
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", required=True, help="folder or s3:// prefix of images (recursive)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--rank", help="taxonomic rank of the answers (default species)")
-    p.add_argument("--k", type=int, help="answers per image (default 5)")
-    p.add_argument("--labels", help="a text file with one free-text label per line")
-    p.add_argument("--templates", help="for --labels: openai (default), single or none")
-    p.add_argument("--subset", help="comma-separated taxon names to restrict the answers to")
-    p.add_argument("--bank", help="label bank (default <model>/label_bank)")
-    p.add_argument("--format", help="parquet (default) or csv")
-    p.add_argument("--actors", type=int)
-    p.add_argument("--batch-size", type=int)
-    return p.parse_args(argv)
+FLAGS = (
+    Flag("--model", "model", "exported model (folder or s3:// prefix)"),
+    Flag("--input", "input", "folder or s3:// prefix of images (recursive)"),
+    Flag("--output", "output", "folder or s3:// prefix for the predictions"),
+    Flag("--rank", "rank", "taxonomic rank of the answers (default species)"),
+    Flag("--k", "k", "answers per image (default 5)", int),
+    Flag("--templates", "templates", "for --labels: openai (default), single or none"),
+    Flag("--subset", "subset", "comma-separated taxon names to restrict the answers to", comma_list),
+    Flag("--bank", "bank", "label bank (default <model>/label_bank)"),
+    Flag("--format", "format", "parquet (default) or csv"),
+    Flag("--actors", "actors", "model actors", int),
+    Flag("--batch-size", "batch_size", "images per model batch", int),
+)
 
 
 def _labels(path: str | None) -> list[str] | None:
@@ -59,7 +58,7 @@ def check(cfg: PredictConfig) -> None:
     import torch
 
     from linnaeus.batch.predict import check_output
-    from linnaeus.models import read_export
+    from linnaeus.clip.exports import read_export
     from linnaeus.serving.bank import BankError, LabelBank, default_location, load_taxa, read_meta
 
     check_output(cfg)
@@ -78,14 +77,13 @@ def check(cfg: PredictConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, FLAGS)
+    p.add_argument("--labels", help="a text file with one free-text label per line")
+    args = p.parse_args(argv)
     setup_logging()
-    raw = {"model": args.model, "input": args.input, "output": args.output, "rank": args.rank, "k": args.k,
-           "templates": args.templates, "subset": args.subset.split(",") if args.subset else None,
-           "bank": args.bank, "format": args.format, "actors": args.actors, "batch_size": args.batch_size}
     try:
-        raw["labels"] = _labels(args.labels)
-        cfg = validate(PredictConfig, {k: v for k, v in raw.items() if v is not None}, "jobs/predict.py")
+        cfg = config_from_args(PredictConfig, args, FLAGS, "jobs/predict.py", {"labels": _labels(args.labels)})
         from linnaeus.batch.predict import run_predict
         from linnaeus.serving.bank import BankError
 

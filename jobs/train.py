@@ -5,8 +5,9 @@
     python jobs/train.py --config jobs/configs/bioclip-vitb16.yaml --dry-run
     python jobs/train.py --resume out/runs/demo-20261122-101500      # continue a stopped run
 
-Starts a local Ray unless RAY_ADDRESS (or `ray job submit`) names a cluster. Configuration, corpus and
-model problems fail here, naming the field, file or URI, before any cluster work (exit 2).
+The recipe (linnaeus.config.TrainConfig) comes from --config FILE, --data and --set key=value (later
+wins). Starts a local Ray unless RAY_ADDRESS (or `ray job submit`) names a cluster. Configuration,
+corpus and model problems fail here, naming the field, file or URI, before any cluster work (exit 2).
 """
 
 from __future__ import annotations
@@ -16,31 +17,35 @@ import json
 import sys
 from pathlib import Path
 
-from linnaeus.config import ConfigError, TrainConfig, load_yaml
+from linnaeus.clip.models import ModelLoadError, check_init
+from linnaeus.config import ConfigError, TrainConfig
+from linnaeus.config.cli import Flag, add_config_arguments, config_from_args
 from linnaeus.data.shards import CorpusError
-from linnaeus.models import ModelLoadError, check_init
 from linnaeus.runtime import init_ray, setup_logging
 from linnaeus.storage import StorageError
 from linnaeus.train.plan import TrainPlan, load_plan, plan_training
 
 FAILURES = (ConfigError, CorpusError, StorageError, ModelLoadError)
+FLAGS = (Flag("--data", "data.data", "corpus URI (overrides the recipe's data.data)"),)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--config", help="YAML recipe (jobs/configs/*.yaml)")
-    what.add_argument("--resume", metavar="RUN_URI", help="run folder of an earlier run to continue")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value by dotted key, e.g. --set optim.lr=3e-4 (repeatable)")
+    add_config_arguments(p, FLAGS, "YAML recipe (jobs/configs/*.yaml)")
+    p.add_argument("--resume", metavar="RUN_URI", help="run folder of an earlier run to continue")
     p.add_argument("--dry-run", action="store_true", help="validate and build everything, then exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if bool(args.config) == bool(args.resume):
+        p.error("give one of --config (a new run) or --resume (an earlier run)")
+    if args.resume and args.data:
+        p.error("--data: a resumed run reads the corpus it started on")
+    return args
 
 
 def make_plan(args: argparse.Namespace) -> TrainPlan:
     if args.resume:
         return load_plan(args.resume, args.overrides)
-    cfg = load_yaml(TrainConfig, args.config, args.overrides)
+    cfg = config_from_args(TrainConfig, args, FLAGS, "jobs/train.py")
     return plan_training(cfg, recipe=Path(args.config).stem)
 
 

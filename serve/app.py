@@ -1,7 +1,8 @@
 """The Ray Serve application: `build_app(args)` -> Ingress(FastAPI) -> ModelServer.
 
 `serve run serve/config.yaml` and `serve deploy serve/config.yaml` call it with the YAML's `args`,
-validated as `linnaeus.config.ServeArgs` before anything is deployed (a bad key fails naming it).
+validated as `linnaeus.config.ServeArgs` before anything is deployed (a bad key fails naming it); the
+args may name a YAML file of them (`config:`) and overrides (`set: [key.sub=value]`), as every job does.
 The model replica asks for a GPU when the cluster has one (`model_gpus` overrides), a CPU otherwise.
 Autoscaling and batching come from the args too (typed, validated); a `deployments:` entry in the YAML
 overrides them the Ray Serve way, and `user_config` (batching) changes live without restarting replicas.
@@ -12,14 +13,14 @@ from __future__ import annotations
 import ray
 from ray.serve import Application
 
-from linnaeus.config import ServeArgs, validate
-from linnaeus.models import read_export_config
+from linnaeus.clip.exports import read_export_config
+from linnaeus.config import load_serve_args
 from serve.ingress import Ingress
 from serve.model import ModelServer
 
 
 def build_app(args: dict) -> Application:
-    cfg = validate(ServeArgs, dict(args), "serve args")
+    cfg = load_serve_args(dict(args))
     gpus = cfg.model_gpus
     if gpus is None:
         gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0.0

@@ -30,15 +30,15 @@ import time
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
-from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.config import BackpressureConfig
+from starlette.requests import ClientDisconnect
 
+from linnaeus.clip.preprocess import eval_crop, eval_pixels
 from linnaeus.config import ServeLimits
-from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
-from linnaeus.serving.preprocess import eval_pixels, crop_transform
+from linnaeus.images import ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.timing import server_timing, timed
 from serve import schemas
 from serve.metrics import IngressMetrics
@@ -99,13 +99,13 @@ class Ingress:
         self.metrics = IngressMetrics()
         self._info: dict | None = None
         # Built here, not on the first request: importing the transforms takes seconds in a new process.
-        self._crop = crop_transform(preprocess_cfg) if preprocess_cfg else None
+        self._crop = eval_crop(preprocess_cfg) if preprocess_cfg else None
 
     async def _model_info(self) -> dict:
         if self._info is None:
             self._info = await self.model.info.remote()
             if self._crop is None:
-                self._crop = crop_transform(self._info["preprocess_cfg"])
+                self._crop = eval_crop(self._info["preprocess_cfg"])
         return self._info
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ class Ingress:
             info = await self._model_info()
             if blobs:
                 pixels = await self._pixels(blobs, "embed", timings)
-                vectors = await self._call(timings, self.model.embed_images, pixels)
+                vectors = await self._call(timings, self.model.embed_pixels, pixels)
             else:
                 vectors = await self._call(timings, self.model.embed_texts, f.texts)
             return {"model": info["model"], "dim": len(vectors[0]), "embeddings": vectors}

@@ -24,9 +24,9 @@ import torch
 from ray import serve
 
 from linnaeus.config import BatchingConfig
-from linnaeus.storage import S3Options
 from linnaeus.serving.bank import BankError
 from linnaeus.serving.predictor import Predictor
+from linnaeus.storage import S3Options
 from serve.metrics import ModelMetrics
 
 DEFAULT_BATCHING = BatchingConfig()
@@ -107,7 +107,7 @@ class ModelServer:
         except BankError as exc:
             return {"error": str(exc)}
 
-    async def embed_images(self, pixels: np.ndarray) -> list[list[float]]:
+    async def embed_pixels(self, pixels: np.ndarray) -> list[list[float]]:
         return (await self.features(pixels)).tolist()
 
     async def embed_texts(self, texts: list[str]) -> list[list[float]]:

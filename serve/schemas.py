@@ -11,9 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from linnaeus.taxonomy import RANKS
+from linnaeus.taxonomy import RankName
 
-Rank = Literal[RANKS]  # type: ignore[valid-type]
 Templates = Literal["openai", "single", "none"]
 
 
@@ -31,7 +30,7 @@ class ClassifyRequest(Request):
 
 class TaxonomyRequest(Request):
     images: list[str] = Field(min_length=1, description="base64-encoded images")
-    rank: Rank = "species"
+    rank: RankName = "species"
     k: int = Field(5, ge=1)
     subset: list[str] | None = Field(None, description="only taxa matching these names (any rank, "
                                                          "scientific or common name)")

@@ -9,8 +9,9 @@ Notable:
 - Text types are rendered exactly as BioCLIP's released corpus (`make_wds.py`) renders them:
   "a photo of {name}." and "a photo of {name} with common name {common}.". A taxon offers only the
   types it can fill, so a sampler never draws "a photo of None.".
-- Sampling is a pure function of (seed, epoch, image key): the caption an image gets does not depend on
-  which worker or batch it lands in, so runs are reproducible on any cluster shape.
+- Rows that were normalised once (corpus shards, label banks, ingest plans) become taxa through one
+  constructor, `Taxon.from_row` (or `from_columns` for column lists), which does not normalise again.
+- Which text type a training image gets is the text sources' business (`linnaeus.text`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 RANKS: tuple[str, ...] = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
+RankName = Literal["kingdom", "phylum", "class", "order", "family", "genus", "species"]
+ROW_COLUMNS: tuple[str, ...] = (*RANKS, "common_name")  # a taxon as columns of a table
 
 _MISSING = {"", "unknown", "na", "n/a", "nan", "none", "null", "-", "?", "incertae sedis"}
 _KINGDOM_SYNONYMS = {"Metazoa": "Animalia", "Archaeplastida": "Plantae", "Chloroplastida": "Plantae"}
@@ -105,6 +108,19 @@ class Taxon:
             raise TaxonomyError(f"species {values['species']!r} given without a genus")
         common = clean_name(common_name)
         return cls(*(values[r] for r in RANKS), common_name=common)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Taxon":
+        """A taxon from a row whose values were normalised already (the seven rank columns and
+        `common_name`; empty strings and missing keys are missing values). No normalisation, no checks."""
+        return cls(*(row.get(r) or None for r in RANKS), common_name=row.get("common_name") or None)
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Sequence[Any]]) -> list["Taxon"]:
+        """`from_row` for every row of column lists (the rank columns and `common_name`)."""
+        rows = len(columns[RANKS[0]])
+        common = columns.get("common_name") or [None] * rows
+        return [cls(*(columns[r][i] or None for r in RANKS), common_name=common[i] or None) for i in range(rows)]
 
     @property
     def lineage(self) -> tuple[str | None, ...]:
@@ -198,51 +214,6 @@ def stable_hash64(*parts: object) -> int:
     """A 63-bit hash that is the same in every process (Python's hash() is salted per process)."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-class Mixing(str, Enum):
-    PER_IMAGE = "per_image"  # the paper: every image draws its own type
-    PER_BATCH = "per_batch"  # the released code: one type for a whole batch
-
-
-@dataclass(frozen=True)
-class TextSampler:
-    """Draws a text type uniformly among the allowed types a taxon can fill.
-
-    With PER_BATCH mixing the batch draws one type; a taxon that cannot fill it falls back to its own
-    per-image draw (BioCLIP's corpus never needs this because it fills gaps with fallbacks we do not copy).
-    """
-
-    text_types: Sequence[TextType] = ALL_TEXT_TYPES
-    mixing: Mixing = Mixing.PER_IMAGE
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.text_types:
-            raise ValueError("text_types: at least one text type is needed")
-        object.__setattr__(self, "text_types", tuple(TextType(t) for t in self.text_types))
-        object.__setattr__(self, "mixing", Mixing(self.mixing))
-
-    def _pick(self, options: Sequence[TextType], *key: object) -> TextType:
-        return options[stable_hash64(self.seed, *key) % len(options)]
-
-    def draw(self, taxon: Taxon, image_key: object, epoch: int = 0) -> TextType | None:
-        """The type for one image; None when the taxon fills none of the allowed types."""
-        options = [t for t in self.text_types if taxon.name(t) is not None]
-        return self._pick(options, epoch, image_key) if options else None
-
-    def draw_batch(self, taxa: Sequence[Taxon], image_keys: Sequence[object], epoch: int = 0
-                   ) -> list[TextType | None]:
-        if self.mixing is Mixing.PER_IMAGE or not taxa:
-            return [self.draw(t, k, epoch) for t, k in zip(taxa, image_keys)]
-        batch_type = self._pick(self.text_types, epoch, "batch", min(map(str, image_keys)))
-        return [batch_type if taxon.name(batch_type) is not None else self.draw(taxon, key, epoch)
-                for taxon, key in zip(taxa, image_keys)]
-
-    def captions(self, taxa: Sequence[Taxon], image_keys: Sequence[object], epoch: int = 0
-                 ) -> list[str | None]:
-        types = self.draw_batch(taxa, image_keys, epoch)
-        return [taxon.caption(t) if t else None for taxon, t in zip(taxa, types)]
 
 
 def text_type_counts(taxa: Iterable[Taxon]) -> dict[str, int]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from linnaeus.clip.models import create_model, tokenizer
+from linnaeus.clip.templates import TEMPLATES
+from linnaeus.clip.towers import classifier
 from linnaeus.eval import evaluate as ev
-from linnaeus.eval import zeroshot
 from linnaeus.eval.texts import local_texts
-from linnaeus.models import create_model, tokenizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def test_text_features_on_the_gpu_match_the_cpu_within_bf16_precision():
     names = ["Pica hudsonia", "Corvus corax", "Animalia Chordata Aves", "black-billed magpie"]
     cpu = create_model("linnaeus-tiny", seed=0).eval()
-    reference = zeroshot.classifier(cpu, tokenizer("linnaeus-tiny", 77), names, zeroshot.TEMPLATES["openai"])
+    reference = classifier(cpu, tokenizer("linnaeus-tiny", 77), names, TEMPLATES["openai"], torch.device("cpu"))
     captions = local_texts(cpu, "linnaeus-tiny")(names)
     gpu = local_texts(create_model("linnaeus-tiny", seed=0).eval().to("cuda"), "linnaeus-tiny")
     weights = ev._classifiers(gpu, {"c": names}, "openai")["c"]
@@ -54,13 +55,14 @@ def test_scoring_on_the_gpu_gives_the_cpu_figures():
 def test_image_features_from_the_gpu_pipeline_match_the_cpu_loop_within_bf16(ray_local, ingest_synthetic):
     import pyarrow.parquet as pq
 
-    from linnaeus.eval.embed import embed_images, embed_local
+    from linnaeus.eval.embed import embed_dataset, embed_local
 
     assert ray_local.cluster_resources().get("GPU", 0) >= 1
     corpus = ingest_synthetic(40)
     model = create_model("linnaeus-tiny", seed=0)
-    data = embed_images(str(corpus), "arch:linnaeus-tiny", model.visual.preprocess_cfg, batch_size=32)
-    rows = {r["image_id"]: r for shard in sorted(corpus.glob("part-*.parquet")) for r in pq.read_table(shard).to_pylist()}
+    data = embed_dataset(str(corpus), "arch:linnaeus-tiny", model.visual.preprocess_cfg, batch_size=32)
+    rows = {r["image_id"]: r for shard in sorted(corpus.glob("part-*.parquet"))
+            for r in pq.read_table(shard).to_pylist()}
     expected = embed_local([rows[i] for i in data.image_ids], model)
     assert len(data.image_ids) == len(rows) and not data.skipped
     assert (data.features * expected).sum(-1).min() > 0.99  # unit vectors pointing the same way

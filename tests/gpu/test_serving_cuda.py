@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from linnaeus.models import create_model, export_model
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.models import create_model
 from linnaeus.serving.predictor import Predictor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linnaeus.models import create_model
-from linnaeus.train.loss import clip_loss
+from linnaeus.clip.models import create_model
+from linnaeus.objectives.clip import ClipObjective
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
 from linnaeus.train.step import TrainStep
 
@@ -19,7 +19,7 @@ def test_bf16_steps_on_cuda_lower_the_loss_on_a_fixed_batch():
     model = create_model("linnaeus-tiny").to(device)
     optimizer = build_optimizer(model, lr=1e-3)
     assert optimizer.defaults.get("fused") is True
-    step = TrainStep(model, clip_loss(), optimizer, cosine_with_warmup(optimizer, 2, 40), device)
+    step = TrainStep(model, ClipObjective(), optimizer, cosine_with_warmup(optimizer, 2, 40), device)
     g = torch.Generator().manual_seed(1)
     half = {"image": torch.randn(16, 3, 64, 64, generator=g).to(device),
             "text": torch.randint(1, 49000, (16, 77), generator=g).to(device)}
@@ -39,7 +39,7 @@ def test_bf16_accumulation_points_the_gradients_where_the_whole_batch_does():
         torch.manual_seed(0)
         model = create_model("linnaeus-tiny").to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        TrainStep(model, clip_loss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+        TrainStep(model, ClipObjective(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
                   device)(micro)
         grads.append(torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None]))
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linnaeus.models import create_model, export_model
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.models import create_model
+from linnaeus.images import decode_image
 from linnaeus.serving.bank import LabelBank, taxa_embeddings
-from linnaeus.serving.images import decode_image
 from linnaeus.serving.predictor import Predictor
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from linnaeus.data.webdataset import export_webdataset
+from linnaeus.bench.webdataset import export_webdataset
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")

@@ -33,8 +33,8 @@ def _worker_loop():
     import ray.train
     import ray.train.torch
 
-    from linnaeus.models import create_model
-    from linnaeus.train.loss import clip_loss
+    from linnaeus.clip.models import create_model
+    from linnaeus.objectives.clip import clip_loss
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -57,8 +57,8 @@ def test_two_workers_match_one_worker_on_the_whole_batch(tmp_path):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from linnaeus.models import create_model
-    from linnaeus.train.loss import clip_loss
+    from linnaeus.clip.models import create_model
+    from linnaeus.objectives.clip import clip_loss
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not on workers' path
     trainer = TorchTrainer(

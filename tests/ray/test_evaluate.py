@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linnaeus.eval.embed import embed_images, embed_local
-from linnaeus.eval.modelref import build_model
-from linnaeus.models import create_model, export_model
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.models import create_model
+from linnaeus.eval.embed import embed_dataset, embed_local
+from linnaeus.eval.modelref import load_model
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -24,8 +25,8 @@ def corpus(ingest_synthetic) -> Path:
 
 
 def test_pipeline_features_equal_a_plain_single_process_loop(corpus):
-    model = build_model("arch:linnaeus-tiny")[0]
-    data = embed_images(str(corpus), "arch:linnaeus-tiny", model.visual.preprocess_cfg, batch_size=16)
+    model = load_model("arch:linnaeus-tiny")[0]
+    data = embed_dataset(str(corpus), "arch:linnaeus-tiny", model.visual.preprocess_cfg, batch_size=16)
     rows = [r for shard in sorted(corpus.glob("part-*.parquet")) for r in pq.read_table(shard).to_pylist()]
     expected = embed_local(rows, model)
     order = {r["image_id"]: i for i, r in enumerate(rows)}
@@ -40,13 +41,13 @@ def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped_alone(
     shutil.copytree(synthetic_folder, folder)
     victim = sorted((folder / "images").rglob("*.jpg"))[0]
     victim.write_bytes(b"\xff\xd8 not really a jpeg")
-    preprocess = build_model("arch:linnaeus-tiny")[0].visual.preprocess_cfg
-    data = embed_images(str(folder), "arch:linnaeus-tiny", preprocess)
+    preprocess = load_model("arch:linnaeus-tiny")[0].visual.preprocess_cfg
+    data = embed_dataset(str(folder), "arch:linnaeus-tiny", preprocess)
     assert len(data.taxa) == 95 and len(data.skipped) == 1
     assert data.skipped[0]["reason"].startswith("undecodable")
     # the features of the others still belong to their own images, with the skipped one in their batch
     expected = embed_local([{"image": (folder / "images" / i).read_bytes()} for i in data.image_ids],
-                           build_model("arch:linnaeus-tiny")[0])
+                           load_model("arch:linnaeus-tiny")[0])
     assert torch.allclose(data.features, expected, atol=1e-5)
 
 
@@ -83,7 +84,7 @@ def test_texts_through_model_actors_equal_the_drivers_and_keep_their_order():
     from linnaeus.eval.texts import cluster_texts, local_texts
 
     names = [f"Corvus species {i}" for i in range(2500)]  # three actor batches, returned in any order
-    model = build_model("arch:linnaeus-tiny")[0].eval()
+    model = load_model("arch:linnaeus-tiny")[0].eval()
     expected = local_texts(model, "linnaeus-tiny")(names)
     got = cluster_texts("arch:linnaeus-tiny", "linnaeus-tiny", actors=1, gpus_each=0)(names)
     assert torch.allclose(got, expected, atol=1e-5)

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from linnaeus import storage
 from linnaeus.config import IngestConfig
 from linnaeus.data import shards
 from linnaeus.data.ingest import run_ingest
-from linnaeus import storage
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

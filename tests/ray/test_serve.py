@@ -14,8 +14,9 @@ import pytest
 import requests
 from PIL import Image
 
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.models import create_model
 from linnaeus.data.synthetic import draw, make_tree
-from linnaeus.models import create_model, export_model
 from linnaeus.serving.bank import LabelBank, taxa_embeddings
 from linnaeus.serving.predictor import Predictor
 
@@ -338,7 +339,7 @@ def test_health_and_openapi_list_every_endpoint(server):
 def test_haproxy_answers_http_on_127_0_0_1_in_front_of_the_ingress(server):
     import psutil
 
-    from linnaeus.serving.loadgen import http_front
+    from linnaeus.bench.loadgen import http_front
 
     port = int(server.rsplit(":", 1)[1])
     assert http_front(port) == "haproxy"

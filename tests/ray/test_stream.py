@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from linnaeus import storage
+from linnaeus.clip.models import tokenizer
 from linnaeus.config import StreamConfig
 from linnaeus.data import shards
 from linnaeus.data.loader import iter_train_batches
-from linnaeus.data.stream import build_stream, tokenizer, unit_order
+from linnaeus.data.stream import build_stream, unit_order
 from linnaeus.taxonomy import stable_hash64
 
 pytestmark = pytest.mark.usefixtures("ray_local")

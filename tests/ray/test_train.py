@@ -1,5 +1,6 @@
-"""Training end to end on a local Ray (2 CPU workers, gloo): the loss falls, a killed worker is replaced
-and the run still ends on its full step count, a stopped run resumes, and the export loads in open_clip."""
+"""Training end to end on a local Ray (2 CPU workers, gloo): the loss falls, a stopped run resumes, and
+the export loads in open_clip. (A killed worker replaced mid-run: tests/ray/test_plugins.py, whose run
+also has objective state to carry through the restart.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import open_clip
 import pytest
 import torch
 
-from linnaeus.models import WEIGHTS_NAME, register_configs
+from linnaeus.clip.exports import WEIGHTS_NAME
+from linnaeus.clip.models import register_configs
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")
@@ -47,19 +49,6 @@ def test_loss_falls_over_a_hundred_steps_and_the_export_loads_in_open_clip(corpu
     with torch.no_grad():
         features = model.encode_image(torch.zeros(1, 3, 64, 64))
     assert features.shape == (1, 64) and torch.isfinite(features).all()
-
-
-def test_a_killed_worker_is_replaced_and_the_run_ends_on_its_full_step_count(corpus, tmp_path, load_job):
-    job = load_job("train")
-    assert job.main(_args(corpus, tmp_path, "chaos", "schedule.steps=30", "checkpoint.every_steps=10",
-                          "faults={kill_at_step: 15, rank: 1}", "checkpoint.max_failures=1")) == 0
-    run = tmp_path / "chaos"
-    assert (run / "_fault_injected_at_step_15").is_file()  # the kill happened
-    summary = _summary(run)
-    assert summary["steps"] == summary["total_steps"] == 30
-    history = json.loads((run / "export" / "metrics.json").read_text())
-    assert [h["step"] for h in history] == [10, 20, 30]  # steps 11-15 were redone, not logged twice
-    assert sorted(p.name for p in run.glob("checkpoint_0*")) == ["checkpoint_000000020", "checkpoint_000000030"]
 
 
 def test_a_stopped_run_resumes_to_the_same_step_count(corpus, tmp_path, load_job, capsys):

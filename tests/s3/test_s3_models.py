@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linnaeus.models import WEIGHTS_NAME, create_model, export_model
+from linnaeus.clip.exports import WEIGHTS_NAME, export_model
+from linnaeus.clip.models import create_model
 
 pytestmark = pytest.mark.usefixtures("s3_endpoint")
 

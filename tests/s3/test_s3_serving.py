@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from linnaeus import storage
-from linnaeus.models import create_model, export_model
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.models import create_model
 from linnaeus.serving.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("ray_s3")

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from linnaeus import storage
+from linnaeus.clip.exports import WEIGHTS_NAME
+from linnaeus.clip.models import register_configs
 from linnaeus.config import IngestConfig
 from linnaeus.data.ingest import run_ingest
-from linnaeus.models import WEIGHTS_NAME, register_configs
 
 pytestmark = pytest.mark.usefixtures("ray_s3")
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")

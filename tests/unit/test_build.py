@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
+from linnaeus.clip.fastclip import SelfAttention
 from linnaeus.config import TrainConfig, load_yaml
-from linnaeus.fastclip import SelfAttention
 from linnaeus.train.build import build_model, compile_model
 
 DEMO = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml"

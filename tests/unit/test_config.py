@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from linnaeus.config import ConfigError, IngestConfig, StreamConfig, apply_overrides, load_yaml, validate
-from linnaeus.taxonomy import Mixing, TextType
+from linnaeus.taxonomy import TextType
+from linnaeus.text import Mixing
 
 
 def test_recipe_loads_with_dotted_overrides(tmp_path):
@@ -24,7 +25,7 @@ def test_unknown_key_fails_naming_the_field_and_file(tmp_path):
 
 
 @pytest.mark.parametrize("override, field", [
-    ("image_size=-3", "image_size"), ("text_types=[latin]", "text_types.0"),
+    ("image_size=-3", "image_size"), ("text_types=[latin]", "text_types"),
     ("crop_scale=[0.9, 0.5]", "crop_scale"), ("decode=tpu", "decode"),
 ])
 def test_bad_values_fail_naming_the_field_and_value(override, field):

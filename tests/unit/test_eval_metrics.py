@@ -8,9 +8,12 @@ import pytest
 import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
+from linnaeus.clip.models import create_model
+from linnaeus.clip.templates import TEMPLATES
+from linnaeus.clip.towers import average_templates, classifier
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
-from linnaeus.models import create_model
 from linnaeus.taxonomy import Taxon
+from linnaeus.text.taxonomic import class_names
 
 PICA = Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "hudsonia", "black-billed magpie")
 PICA2 = Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "pica", "Eurasian magpie")
@@ -22,25 +25,26 @@ def test_zero_shot_classifier_equals_open_clips_builder():
     torch.manual_seed(0)
     model = create_model("linnaeus-tiny").eval()
     tokenizer = open_clip.get_tokenizer("linnaeus-tiny")
-    names, fallbacks = zeroshot.class_names([PICA, PICA2, CORVUS, ROSA], "common")
+    names, fallbacks = class_names([PICA, PICA2, CORVUS, ROSA], "common")
     assert fallbacks == 1 and names[2] == CORVUS.taxonomic_name()  # no common name: taxonomic instead
-    ours = zeroshot.classifier(model, tokenizer, names, zeroshot.TEMPLATES["openai"], texts_per_batch=100)
-    theirs = build_zero_shot_classifier(model, tokenizer, names, zeroshot.TEMPLATES["openai"],
+    ours = classifier(model, tokenizer, names, TEMPLATES["openai"], torch.device("cpu"), texts_per_batch=100)
+    theirs = build_zero_shot_classifier(model, tokenizer, names, TEMPLATES["openai"],
                                         num_classes_per_batch=3)
     assert ours.shape == (64, 4) and torch.allclose(ours, theirs, atol=1e-5)
 
 
 def test_class_texts_mirror_the_training_captions():
-    names, _ = zeroshot.class_names([PICA], "scientific_common")
+    names, _ = class_names([PICA], "scientific_common")
     assert names == ["Pica hudsonia with common name black-billed magpie"]
-    assert zeroshot.TEMPLATES["single"][0](names[0]) == PICA.caption("scientific_common")
+    assert TEMPLATES["single"][0](names[0]) == PICA.caption("scientific_common")
 
 
 def test_topk_accuracy_on_a_hand_made_case():
     logits = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])
     labels = torch.tensor([0, 1, 2])
     top = zeroshot.top_classes(logits, torch.eye(3), k=2)
-    assert zeroshot.accuracy_from_top(top, labels, ks=(1, 2)) == {"top1": pytest.approx(1 / 3), "top2": pytest.approx(1.0)}
+    assert zeroshot.accuracy_from_top(top, labels, ks=(1, 2)) == {"top1": pytest.approx(1 / 3),
+                                                                   "top2": pytest.approx(1.0)}
 
 
 def test_rank_accuracy_via_the_predicted_species_lineage():
@@ -174,5 +178,5 @@ def test_classifiers_of_several_rank_lists_from_one_encoder_pass_equal_each_alon
     together = _classifiers(counted, groups, "single")
     assert calls == [5]  # one pass for both lists
     for rank, names in groups.items():
-        alone = zeroshot.average_templates(encode, names, zeroshot.TEMPLATES["single"])
+        alone = average_templates(encode, names, TEMPLATES["single"])
         torch.testing.assert_close(together[rank], alone, rtol=0, atol=1e-6)

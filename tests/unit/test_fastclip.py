@@ -5,8 +5,8 @@ import open_clip
 import pytest
 import torch
 
-from linnaeus import fastclip
-from linnaeus.models import create_model, model_config, tokenizer
+from linnaeus.clip import fastclip
+from linnaeus.clip.models import create_model, model_config, tokenizer
 
 
 def _pair(seed: int = 0):

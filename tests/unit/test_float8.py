@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from linnaeus.clip import float8
+from linnaeus.clip.models import create_model
+from linnaeus.clip.towers import autocast
 from linnaeus.config import ConfigError, TrainConfig, load_yaml
-from linnaeus.models import create_model
-from linnaeus.train import float8
-from linnaeus.train.step import autocast_for
 
 pytest.importorskip("torchao", reason="the fp8 extra (in dev) provides torchao")
 
@@ -31,7 +31,7 @@ def test_an_unknown_recipe_is_refused():
 
 
 def test_fp8_runs_under_bf16_autocast():
-    assert isinstance(autocast_for(torch.device("cpu"), "fp8"), torch.autocast)
+    assert isinstance(autocast(torch.device("cpu"), "fp8"), torch.autocast)
 
 
 def test_fp8_without_gpus_fails_at_validation(tmp_path):

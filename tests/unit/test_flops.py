@@ -8,10 +8,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from linnaeus import fastclip
-from linnaeus.models import create_model, model_config
-from linnaeus.train.flops import mfu, peak_bf16_tflops, step_flops
-from linnaeus.train.loss import clip_loss
+from linnaeus.bench.flops import mfu, peak_bf16_tflops, step_flops
+from linnaeus.clip import fastclip
+from linnaeus.clip.models import create_model, model_config
+from linnaeus.objectives.clip import clip_loss
 
 B = 3
 

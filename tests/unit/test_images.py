@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from linnaeus.data.images import ImageRejected, clean_image, decode_rgb
+from linnaeus.images import ImageRejected, clean_image, decode_rgb
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", **kw) -> bytes:

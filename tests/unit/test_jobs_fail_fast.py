@@ -66,7 +66,8 @@ def test_evaluate_rejects_bad_arguments_data_and_models_before_ray(load_job, syn
 
 
 def test_label_bank_job_rejects_bad_models_and_taxa_before_ray(load_job, tmp_path, capsys):
-    from linnaeus.models import create_model, export_model
+    from linnaeus.clip.exports import export_model
+    from linnaeus.clip.models import create_model
 
     assert load_job("build_label_bank").main(["--model", str(tmp_path / "none"), "--taxa", "x.csv"]) == 2
     assert "not an exported model" in capsys.readouterr().err

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from linnaeus.serving.loadgen import CpuMeter, Window, payloads_for, role_of, server_breakdown
+from linnaeus.bench.loadgen import CpuMeter, Window, payloads_for, role_of, server_breakdown
+from linnaeus.bench.serving import summarise
 from linnaeus.serving.timing import parse_server_timing, server_timing, timed
 
 
@@ -55,11 +56,10 @@ def test_cpu_meter_charges_this_process_busy_loop_to_its_role():
     assert used["ray"] == used["proxy"] == 0.0  # only this process's tree is read: no Ray here
 
 
-def test_a_row_takes_its_rate_from_finished_requests_and_percentiles_from_started_ones(load_job):
-    bench = load_job("benchmark_serve")
+def test_a_row_takes_its_rate_from_finished_requests_and_percentiles_from_started_ones():
     window = Window(latencies=[0.010, 0.020, 0.030, 0.500], timings=[{"model": 4.0}] * 4, completed=10,
                     errors=1, cpu={"ingress": 0.64, "model": 0.32})
-    row = bench.summarise(window, images_per_request=32, duration=2.0)
+    row = summarise(window, images_per_request=32, duration=2.0)
     assert row["requests_per_s"] == 5.0 and row["images_per_s"] == 160.0
     assert row["p50_ms"] == 25.0 and row["p99_ms"] > 400  # the slow late finisher is in the sample
     assert row["cpu_ms_per_image"] == {"ingress": 2.0, "model": 1.0}  # 0.64 s over 320 images

@@ -6,8 +6,8 @@ import open_clip
 import pytest
 import torch
 
-from linnaeus.models import (CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, create_model, export_model,
-                             register_configs)
+from linnaeus.clip.exports import CONFIG_NAME, WEIGHTS_NAME, export_model
+from linnaeus.clip.models import ModelLoadError, create_model, register_configs
 
 
 @pytest.fixture(scope="module")

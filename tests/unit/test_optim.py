@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linnaeus.models import create_model
+from linnaeus.clip.models import create_model
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup, param_groups
 
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.models import create_model, tokenizer
 from linnaeus.data.synthetic import draw, make_tree
-from linnaeus.models import create_model, export_model, tokenizer
+from linnaeus.images import ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.bank import BankError, LabelBank, taxa_embeddings
-from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.labels import LabelCache
 from linnaeus.serving.predictor import Predictor
 
@@ -125,16 +126,16 @@ def test_pixels_then_encode_equals_open_clip_eval_transform(predictor, tree):
     with torch.no_grad():
         reference = predictor.model.encode_image(torch.stack([transform(p) for p in photos]), normalize=True)
     assert predictor.pixels(photos[0]).dtype == torch.uint8
-    torch.testing.assert_close(predictor.embed_images(photos), reference, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(predictor.image_features(photos), reference, rtol=1e-4, atol=1e-5)
 
 
 def test_crop_converts_other_modes_like_open_clip_and_leaves_rgb_uncopied(predictor):
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from linnaeus.serving.preprocess import crop_transform
+    from linnaeus.clip.preprocess import eval_crop
 
     cfg = predictor.model.visual.preprocess_cfg
-    crop = crop_transform(cfg)
+    crop = eval_crop(cfg)
     full = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
     gray = Image.fromarray(np.arange(120 * 90, dtype=np.uint32).reshape(90, 120).astype(np.uint8), "L")
     ours = torch.from_numpy(np.asarray(crop(gray), dtype=np.float32).transpose(2, 0, 1) / 255)
@@ -150,7 +151,7 @@ def test_classify_ranks_labels_by_softmax_and_reuses_cached_label_embeddings(pre
     photos = _photos(tree)
     answers = predictor.classify(photos, labels, k=3, templates="openai")
     weights = predictor.label_embeddings(labels, "openai")
-    probs = (predictor.logit_scale * predictor.embed_images(photos) @ weights.T).softmax(-1)
+    probs = (predictor.logit_scale * predictor.image_features(photos) @ weights.T).softmax(-1)
     for row, answer in zip(probs, answers):
         assert [a["label"] for a in answer] == [labels[i] for i in row.topk(3).indices]
         assert answer[0]["probability"] == pytest.approx(float(row.max()), rel=1e-5)
@@ -239,7 +240,8 @@ def test_a_rebuilt_bank_replaces_the_old_parts_only_once_the_new_ones_are_writte
 
     out, staging = resolve(str(tmp_path / "bank")), resolve(str(tmp_path / "bank" / "_staging-x"))
     (tmp_path / "bank" / "_staging-x").mkdir(parents=True)
-    pq.write_table(to_table([t.taxon for t in tree[:2]], np.zeros((2, 4), np.float32)), tmp_path / "bank" / "old.parquet")
+    pq.write_table(to_table([t.taxon for t in tree[:2]], np.zeros((2, 4), np.float32)),
+                   tmp_path / "bank" / "old.parquet")
     write_meta(out, {"dim": 4})
     pq.write_table(to_table([t.taxon for t in tree[2:5]], np.ones((3, 4), np.float32)),
                    tmp_path / "bank" / "_staging-x" / "new.parquet")

@@ -7,8 +7,14 @@ import tarfile
 import pytest
 
 from linnaeus import storage
-from linnaeus.data.sources import (SourceError, plan_csv, plan_folder, plan_webdataset,
-                                   read_webdataset_tar, webdataset_taxon)
+from linnaeus.data.inputs import (
+    InputError,
+    plan_csv,
+    plan_folder,
+    plan_webdataset,
+    read_webdataset_tar,
+    webdataset_taxon,
+)
 
 
 def _folder(tmp_path, taxa_csv: str, folders: dict[str, int]):
@@ -50,7 +56,7 @@ def test_folder_plan_reports_malformed_rows_and_orphan_folders(tmp_path):
 
 def test_folder_plan_without_taxa_csv_fails_naming_it(tmp_path):
     (tmp_path / "images").mkdir()
-    with pytest.raises(SourceError, match="taxa.csv"):
+    with pytest.raises(InputError, match="taxa.csv"):
         plan_folder(storage.resolve(tmp_path))
 
 
@@ -67,7 +73,7 @@ def test_csv_plan_resolves_relative_paths_and_reports_bad_rows(tmp_path):
 
 def test_csv_plan_without_path_column_fails_before_reading_images(tmp_path):
     (tmp_path / "index.csv").write_text("file,kingdom\nx.jpg,Animalia\n")
-    with pytest.raises(SourceError, match=r"missing column\(s\) \['path'"):
+    with pytest.raises(InputError, match=r"missing column\(s\) \['path'"):
         plan_csv(storage.resolve(tmp_path / "index.csv"))
 
 
@@ -109,7 +115,7 @@ def test_webdataset_plan_lists_tars_only(tmp_path, shared_data):
         shutil.copy(shared_data / "tol-sample" / name, tmp_path / name)
     plan = plan_webdataset(storage.resolve(tmp_path))
     assert [i["tar"].rsplit("/", 1)[-1] for i in plan.items] == ["shard-000000.tar"]
-    with pytest.raises(SourceError, match="no .tar shards"):
+    with pytest.raises(InputError, match="no .tar shards"):
         plan_webdataset(storage.resolve(tmp_path / "empty"))
 
 

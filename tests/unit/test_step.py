@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from linnaeus.models import create_model
-from linnaeus.train.loss import clip_loss
+from linnaeus.clip.models import create_model
+from linnaeus.clip.towers import autocast
+from linnaeus.objectives.clip import MAX_LOGIT_SCALE, ClipObjective
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
-from linnaeus.train.step import MAX_LOGIT_SCALE, TrainStep, autocast_for
+from linnaeus.train.step import TrainStep
 
 B = 6
 
@@ -25,7 +26,7 @@ def _gradients_after(micro: list[dict]) -> tuple[torch.Tensor, float]:
     torch.manual_seed(0)
     model = create_model("linnaeus-tiny")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: keep the weights, read the grads
-    step = TrainStep(model, clip_loss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+    step = TrainStep(model, ClipObjective(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
                      torch.device("cpu"))
     result = step(micro)
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]), result.loss
@@ -56,7 +57,7 @@ def test_a_step_moves_the_weights_and_clamps_the_logit_scale():
         model.logit_scale.fill_(10.0)  # exp(10) is far beyond CLIP's cap of 100
     before = model.visual.conv1.weight.detach().clone()
     optimizer = build_optimizer(model, lr=1e-3)
-    step = TrainStep(model, clip_loss(), optimizer, cosine_with_warmup(optimizer, 0, 10), torch.device("cpu"),
+    step = TrainStep(model, ClipObjective(), optimizer, cosine_with_warmup(optimizer, 0, 10), torch.device("cpu"),
                      grad_clip_norm=1.0)
     result = step([_batches(B)])
     assert not torch.equal(before, model.visual.conv1.weight)
@@ -70,7 +71,7 @@ def test_a_step_moves_the_weights_and_clamps_the_logit_scale():
     ("cpu", "auto", False), ("cpu", "fp32", False), ("cpu", "bf16", True), ("cuda", "auto", True),
     ("cuda", "fp32", False)])
 def test_precision_auto_means_bf16_on_gpu_and_fp32_on_cpu(device, precision, autocasts):
-    ctx = autocast_for(torch.device(device), precision)
+    ctx = autocast(torch.device(device), precision)
     assert isinstance(ctx, torch.autocast) == autocasts
 
 
@@ -81,7 +82,7 @@ def test_gradient_checkpointing_changes_memory_not_gradients():
     model = create_model("linnaeus-tiny")
     model.set_grad_checkpointing(True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    TrainStep(model, clip_loss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+    TrainStep(model, ClipObjective(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
               torch.device("cpu"))([batch])
     checkpointed = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     assert torch.allclose(checkpointed, plain, rtol=1e-4, atol=1e-6)
@@ -98,7 +99,8 @@ def test_accumulation_under_ddp_syncs_every_parameter_step_after_step(tmp_path):
         torch.manual_seed(0)
         model = DistributedDataParallel(create_model("linnaeus-tiny"))
         optimizer = build_optimizer(model.module, lr=1e-4)
-        step = TrainStep(model, clip_loss(0, 1), optimizer, cosine_with_warmup(optimizer, 0, 5), torch.device("cpu"))
+        step = TrainStep(model, ClipObjective(None, 0, 1), optimizer, cosine_with_warmup(optimizer, 0, 5),
+                         torch.device("cpu"))
         batch = _batches(2 * B)
         halves = [{k: v[:B] for k, v in batch.items()}, {k: v[B:] for k, v in batch.items()}]
         losses = [step(halves).loss for _ in range(3)]
@@ -108,7 +110,7 @@ def test_accumulation_under_ddp_syncs_every_parameter_step_after_step(tmp_path):
 
 
 def test_each_text_length_compiles_its_own_static_graph():
-    from linnaeus import fastclip
+    from linnaeus.clip import fastclip
 
     graphs = []
 
@@ -123,11 +125,12 @@ def test_each_text_length_compiles_its_own_static_graph():
     fastclip.accept_cut_text(model)
     model.compile(backend=backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    step = TrainStep(model, clip_loss(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+    step = TrainStep(model, ClipObjective(), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
                      torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
     for length in (16, 32, 16, 48):
-        step([{"image": torch.randn(2, 3, 64, 64, generator=g), "text": torch.randint(1, 999, (2, length), generator=g)}])
+        step([{"image": torch.randn(2, 3, 64, 64, generator=g),
+               "text": torch.randint(1, 999, (2, length), generator=g)}])
     torch._dynamo.reset()
     # One graph per length (the repeated 16 reuses its graph), none of them shape-generic.
     assert len(graphs) == 3 and not any(graphs)

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import tarfile
-from collections import Counter
 
 import pytest
 
-from linnaeus.taxonomy import (ALL_TEXT_TYPES, Mixing, Taxon, TaxonomyError, TextSampler, TextType,
-                               normalise_rank, parse_tagged, text_type_counts)
+from linnaeus.taxonomy import (
+    Taxon,
+    TaxonomyError,
+    TextType,
+    normalise_rank,
+    parse_tagged,
+    text_type_counts,
+)
 
 MAGPIE = Taxon.from_ranks(dict(kingdom="Animalia", phylum="Chordata", **{"class": "Aves"},
                                order="Passeriformes", family="Corvidae", genus="Pica",
@@ -113,51 +118,6 @@ def test_parse_tagged_reads_ranks_by_their_tags():
     assert taxon.genus == "Geococcyx" and taxon.species is None and taxon.class_ == "Aves"
     with pytest.raises(TaxonomyError, match="not a tagged lineage"):
         parse_tagged("a photo of Animalia Chordata.")
-
-
-def test_per_image_draws_are_uniform_over_available_types():
-    sampler = TextSampler(seed=7)
-    counts = Counter(sampler.draw(MAGPIE, f"img{i}") for i in range(5000))
-    assert set(counts) == set(ALL_TEXT_TYPES)
-    assert all(abs(c / 5000 - 0.2) < 0.03 for c in counts.values()), counts
-
-
-def test_draws_never_pick_a_type_the_taxon_cannot_fill():
-    genus_only = Taxon.from_ranks({"kingdom": "Animalia", "genus": "Geococcyx"})
-    drawn = {TextSampler(seed=s).draw(genus_only, "x") for s in range(200)}
-    assert drawn == {TextType.TAXONOMIC, TextType.SCIENTIFIC}
-
-
-def test_draws_are_reproducible_by_seed_and_change_with_epoch():
-    keys = [f"img{i}" for i in range(200)]
-    a = TextSampler(seed=1).draw_batch([MAGPIE] * 200, keys, epoch=0)
-    assert a == TextSampler(seed=1).draw_batch([MAGPIE] * 200, keys, epoch=0)
-    assert a != TextSampler(seed=1).draw_batch([MAGPIE] * 200, keys, epoch=1)
-    assert a != TextSampler(seed=2).draw_batch([MAGPIE] * 200, keys, epoch=0)
-
-
-def test_per_batch_mixing_gives_one_type_per_batch():
-    sampler = TextSampler(mixing=Mixing.PER_BATCH, seed=0)
-    seen = set()
-    for b in range(50):
-        types = sampler.draw_batch([MAGPIE] * 16, [f"b{b}-{i}" for i in range(16)])
-        assert len(set(types)) == 1
-        seen |= set(types)
-    assert seen == set(ALL_TEXT_TYPES)
-
-
-def test_per_batch_mixing_falls_back_for_taxa_missing_the_batch_type():
-    no_common = Taxon(*MAGPIE.lineage)
-    sampler = TextSampler(text_types=["common", "scientific"], mixing="per_batch", seed=0)
-    for b in range(20):
-        types = sampler.draw_batch([MAGPIE, no_common], [f"{b}a", f"{b}b"])
-        assert types[1] == TextType.SCIENTIFIC
-
-
-def test_restricted_text_types_are_respected():
-    sampler = TextSampler(text_types=["scientific"], seed=0)
-    assert {sampler.draw(MAGPIE, i) for i in range(50)} == {TextType.SCIENTIFIC}
-    assert TextSampler(text_types=["common"]).draw(Taxon(*MAGPIE.lineage), "k") is None
 
 
 def test_text_type_counts_count_rows_per_type():

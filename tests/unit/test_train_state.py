@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from linnaeus import storage
+from linnaeus.clip.exports import WEIGHTS_NAME
+from linnaeus.clip.models import create_model, register_configs
 from linnaeus.config import TrainConfig, validate
-from linnaeus.models import WEIGHTS_NAME, create_model, register_configs
 from linnaeus.train import checkpoint as ckpt
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
 from linnaeus.train.outputs import write_outputs

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from linnaeus.data.device_decode import (augment, crop_boxes, decode_and_augment, normalise, resized_crops,
-                                        upload_pixels)
-from linnaeus.data.stream import crop_pixels, looks_like_jpeg, tokenizer, train_transform
+from linnaeus.clip.models import tokenizer
+from linnaeus.clip.preprocess import train_pixels, train_transform
+from linnaeus.data.device_decode import augment, crop_boxes, decode_and_augment, normalise, resized_crops, upload_pixels
+from linnaeus.data.stream import looks_like_jpeg
+from linnaeus.images import decode_rgb
 
 
 def jpeg(w=80, h=60, seed=0) -> bytes:
@@ -37,10 +39,11 @@ def test_train_transform_crops_to_model_size_and_normalises():
 def test_uint8_crop_then_normalise_equals_open_clips_transform():
     data = jpeg(90, 70)
     torch.manual_seed(5)
-    split = normalise(torch.from_numpy(crop_pixels(data, 48, (0.5, 1.0))).unsqueeze(0))[0]
+    crop = train_pixels(decode_rgb(data), 48, (0.5, 1.0))
+    split = normalise(torch.from_numpy(crop).unsqueeze(0))[0]
     torch.manual_seed(5)
     whole = train_transform(48, (0.5, 1.0))(Image.open(io.BytesIO(data)))
-    assert crop_pixels(data, 48, (0.5, 1.0)).dtype == np.uint8
+    assert crop.dtype == np.uint8
     assert torch.allclose(split, whole, atol=1e-5)
 
 

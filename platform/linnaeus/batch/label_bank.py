@@ -20,9 +20,9 @@ import pyarrow as pa
 import ray
 
 from linnaeus import storage
-from linnaeus.models import Export, read_export
+from linnaeus.clip.exports import Export, read_export
 from linnaeus.serving.bank import META_NAME, taxa_embeddings, to_table, write_meta
-from linnaeus.taxonomy import RANKS, Taxon
+from linnaeus.taxonomy import Taxon
 
 TAXA_PER_BATCH = 512
 
@@ -54,22 +54,15 @@ class _EmbedTaxa:
     def __init__(self, model: str, text_types: list[str], templates: str, s3):
         import torch
 
-        from linnaeus.models import tokenizer
-
         export = read_export(model, s3)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = export.build().to(self.device).eval()
-        self.tokenizer = tokenizer(export.arch)
+        self.tokenizer = export.tokenizer()
         self.text_types, self.templates = text_types, templates
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        import torch
-
-        rows = table.to_pylist()
-        taxa = [Taxon(*(r[k] for k in RANKS), common_name=r["common_name"]) for r in rows]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
-            embeddings = taxa_embeddings(self.model, self.tokenizer, taxa, self.text_types, self.templates,
-                                         self.device)
+        taxa = Taxon.from_columns(table.to_pydict())
+        embeddings = taxa_embeddings(self.model, self.tokenizer, taxa, self.text_types, self.templates, self.device)
         return to_table(taxa, embeddings.numpy())
 
 

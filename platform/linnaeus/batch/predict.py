@@ -24,8 +24,7 @@ import torch
 
 from linnaeus import storage
 from linnaeus.config import PredictConfig
-from linnaeus.data.sources import IMAGE_SUFFIXES
-from linnaeus.serving.images import ImageLimits, ImageRejected, decode_image
+from linnaeus.images import IMAGE_SUFFIXES, ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.predictor import Predictor
 
 REPORT_NAME = "_report.json"

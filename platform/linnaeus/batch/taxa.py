@@ -15,8 +15,8 @@ from typing import Iterable
 import pyarrow.parquet as pq
 
 from linnaeus import storage
-from linnaeus.data import shards, sources
-from linnaeus.taxonomy import RANKS, Taxon, TaxonomyError
+from linnaeus.data import inputs, shards
+from linnaeus.taxonomy import RANKS, ROW_COLUMNS, Taxon, TaxonomyError
 
 
 class TaxaError(ValueError):
@@ -38,10 +38,10 @@ def _read_one(loc: storage.Location) -> list[Taxon]:
         return _from_csv(loc)
     if storage.exists(loc.join(shards.MANIFEST_NAME)):
         return _from_corpus(loc)
-    if storage.exists(loc.join(sources.TAXA_CSV)):
-        return _from_csv(loc.join(sources.TAXA_CSV))
+    if storage.exists(loc.join(inputs.TAXA_CSV)):
+        return _from_csv(loc.join(inputs.TAXA_CSV))
     raise TaxaError(f"{loc.uri}: neither a taxa CSV, a corpus ({shards.MANIFEST_NAME}) nor a folder dataset "
-                    f"({sources.TAXA_CSV})")
+                    f"({inputs.TAXA_CSV})")
 
 
 def _from_corpus(root: storage.Location) -> list[Taxon]:
@@ -49,18 +49,17 @@ def _from_corpus(root: storage.Location) -> list[Taxon]:
     out: dict[Taxon, Taxon] = {}
     for entry in manifest.shards:
         table = pq.read_table(manifest.shard_location(root, entry).path, filesystem=root.fs,
-                              columns=[*RANKS, "common_name"])
-        distinct = table.group_by([*RANKS, "common_name"], use_threads=False).aggregate([])
-        for row in distinct.to_pylist():
-            taxon = Taxon(*(row[r] for r in RANKS), common_name=row["common_name"])
+                              columns=list(ROW_COLUMNS))
+        distinct = table.group_by(list(ROW_COLUMNS), use_threads=False).aggregate([])
+        for taxon in Taxon.from_columns(distinct.to_pydict()):
             out.setdefault(taxon, taxon)
     return list(out.values())
 
 
 def _from_csv(loc: storage.Location) -> list[Taxon]:
     try:
-        rows = sources.read_csv(loc, RANKS)
-    except sources.SourceError as exc:
+        rows = inputs.read_csv(loc, RANKS)
+    except inputs.InputError as exc:
         raise TaxaError(str(exc)) from None
     taxa = []
     for line, row in rows:

@@ -21,7 +21,6 @@ Notable:
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from linnaeus.clip import preprocess
 
 MAX_PADDED_ELEMENTS = 2**27  # one resize batch: 512 MiB of float32
 
@@ -113,9 +112,9 @@ def resized_crops(images: list[torch.Tensor], boxes: np.ndarray, size: int,
                 padded[j, :, h, :w + (w < wmax)].copy_(padded[j, :, h - 1, :w + (w < wmax)])
         top, left, h, w = (boxes[chunk].T).astype(np.float32)
         rois = np.stack([np.arange(len(chunk), dtype=np.float32), left, top, left + w, top + h], axis=1)
-        crops = roi_align(padded, to_device(rois, device), output_size=size, spatial_scale=1.0,
+        crops = roi_align(padded, preprocess.to_device(rois, device), output_size=size, spatial_scale=1.0,
                           sampling_ratio=-1, aligned=True)
-        out[to_device(np.asarray(chunk), device)] = crops
+        out[preprocess.to_device(np.asarray(chunk), device)] = crops
     return out
 
 
@@ -134,14 +133,19 @@ def _chunks(order: list[int], images: list[torch.Tensor], max_padded: int):
         yield chunk
 
 
+def decode(jpegs: Sequence[bytes], device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """JPEG bytes -> ([3,H,W] uint8 images on `device` that decoded, keep mask [len(jpegs)] bool)."""
+    decoded = _decode(jpegs, device)
+    keep = torch.tensor([d is not None for d in decoded], dtype=torch.bool)
+    return [d for d in decoded if d is not None], keep
+
+
 def decode_and_augment(jpegs: Sequence[bytes], image_size: int, crop_scale: tuple[float, float],
                        device: torch.device | str, generator: torch.Generator | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """JPEG bytes -> (images [N_ok, 3, S, S] float32 normalised, keep mask [len(jpegs)] bool)."""
     device = torch.device(device)
-    decoded = _decode(jpegs, device)
-    keep = torch.tensor([d is not None for d in decoded], dtype=torch.bool)
-    images = [d for d in decoded if d is not None]
+    images, keep = decode(jpegs, device)
     return augment(images, image_size, crop_scale, device, generator), keep
 
 
@@ -152,15 +156,6 @@ def augment(images: list[torch.Tensor], image_size: int, crop_scale: tuple[float
         return torch.zeros((0, 3, image_size, image_size), device=device)
     boxes = crop_boxes([tuple(image.shape[-2:]) for image in images], crop_scale, generator)
     return normalise(resized_crops(images, boxes, image_size))
-
-
-def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A small host array on `device`; on CUDA through pinned memory, so the host does not wait for the
-    stream's earlier kernels (a copy from pageable memory would)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def upload_pixels(pixels: Sequence[bytes], heights: Sequence[int], widths: Sequence[int],
@@ -185,13 +180,6 @@ def upload_pixels(pixels: Sequence[bytes], heights: Sequence[int], widths: Seque
 
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
-    """[B,3,H,W] pixels in 0..255 (uint8 or float) -> float32 with CLIP's mean/std, on their device."""
-    mean, std = _clip_stats(pixels.device)
-    return (pixels.float() / 255.0 - mean) / std
-
-
-@functools.lru_cache(maxsize=None)
-def _clip_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP's mean and std as [1,3,1,1] on `device`, sent there once (every batch needs them)."""
-    return tuple(to_device(np.asarray(v, dtype=np.float32).reshape(1, 3, 1, 1), device)
-                 for v in (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD))
+    """[B,3,H,W] pixels in 0..255 (uint8, or float normalised in place) -> float32 with CLIP's mean/std,
+    on their device (`linnaeus.clip.preprocess`)."""
+    return preprocess.normalise(pixels, *preprocess.clip_stats(pixels.device))

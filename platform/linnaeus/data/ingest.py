@@ -25,10 +25,10 @@ import pyarrow.fs as pafs
 import ray
 from pydantic import BaseModel
 
+from linnaeus import images as image_ops
 from linnaeus import storage
-from linnaeus.config import IngestConfig
-from linnaeus.data import images as image_ops
-from linnaeus.data import shards, sources
+from linnaeus.config import IngestConfig, InputFormat
+from linnaeus.data import inputs, shards
 from linnaeus.taxonomy import stable_hash64
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _clean(row: dict, data: bytes, cfg: IngestConfig) -> dict:
     try:
         clean = image_ops.clean_image(data, cfg.resize, cfg.max_pixels)
     except image_ops.ImageRejected as exc:
-        return sources.reject(row["path"], exc.reason, exc.detail)
+        return inputs.reject(row["path"], exc.reason, exc.detail)
     return {**row, "image": clean.data, "converted": clean.converted}
 
 
@@ -87,7 +87,7 @@ class _LoadImages:
         try:
             data = storage.read_bytes(self._location(item["path"]))
         except storage.StorageError as exc:
-            yield sources.reject(item["path"], "unreadable", str(exc))
+            yield inputs.reject(item["path"], "unreadable", str(exc))
             return
         yield _clean(item, data, self.cfg)
 
@@ -95,13 +95,14 @@ class _LoadImages:
         count = 0
         try:
             data = storage.read_bytes(loc)
-            for count, row in enumerate(sources.read_webdataset_tar(data, loc.path.rsplit("/", 1)[-1]), 1):
+            for row in inputs.read_webdataset_tar(data, loc.path.rsplit("/", 1)[-1]):
+                count += 1
                 yield _clean(row, row.pop("image"), self.cfg) if "image" in row else row
         except Exception as exc:  # an unreadable or corrupt tar: report it, keep the others
-            yield sources.reject(loc.uri, "unreadable", f"{type(exc).__name__}: {exc}")
+            yield inputs.reject(loc.uri, "unreadable", f"{type(exc).__name__}: {exc}")
             return
         if count == 0:
-            yield sources.reject(loc.uri, "empty", "the tar holds no samples")
+            yield inputs.reject(loc.uri, "empty", "the tar holds no samples")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = [row for item in batch.to_pylist() for row in self._rows(item)]
@@ -145,11 +146,11 @@ class _WriteShards:
         return _table(records, _RECORDS)
 
 
-def _shard_rows(cfg: IngestConfig, plan: sources.Plan) -> int:
+def _shard_rows(cfg: IngestConfig, plan: inputs.Plan) -> int:
     if cfg.shard_rows:
         return cfg.shard_rows
     per_image = plan.input_bytes / max(1, len(plan.items)) if plan.input_bytes else 0
-    if cfg.format is sources.InputFormat.WEBDATASET:
+    if cfg.format is InputFormat.WEBDATASET:
         per_image = 0  # a tar's size says nothing about its image count: use the default below
     if cfg.resize:  # re-encoded at the new size: roughly proportional to its area
         per_image = min(per_image or 1e9, cfg.resize * cfg.resize * 0.4)
@@ -157,7 +158,7 @@ def _shard_rows(cfg: IngestConfig, plan: sources.Plan) -> int:
     return max(shards.ROW_GROUP_ROWS, min(200_000, rows))
 
 
-def _report(cfg: IngestConfig, run_id: str, plan: sources.Plan, records: list[dict],
+def _report(cfg: IngestConfig, run_id: str, plan: inputs.Plan, records: list[dict],
             manifest: shards.Manifest, deleted: list[str]) -> dict:
     skipped = plan.rejects + [{k: r[k] for k in ("input", "reason", "detail")}
                               for r in records if r["kind"] == "reject"]
@@ -178,12 +179,12 @@ def _report(cfg: IngestConfig, run_id: str, plan: sources.Plan, records: list[di
     }
 
 
-def plan_ingest(cfg: IngestConfig) -> sources.Plan:
+def plan_ingest(cfg: IngestConfig) -> inputs.Plan:
     """Driver-side planning (no Ray): lists inputs and reads their taxonomy; fails on a bad input."""
-    return sources.plan_input(storage.resolve(cfg.input, cfg.s3), cfg.format)
+    return inputs.plan_input(storage.resolve(cfg.input, cfg.s3), cfg.format)
 
 
-def run_ingest(cfg: IngestConfig, plan: sources.Plan | None = None) -> IngestResult:
+def run_ingest(cfg: IngestConfig, plan: inputs.Plan | None = None) -> IngestResult:
     """Ingest `cfg.input` into a corpus at `cfg.output` (Ray must be initialised by the caller)."""
     start = time.monotonic()
     src, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
@@ -195,7 +196,7 @@ def run_ingest(cfg: IngestConfig, plan: sources.Plan | None = None) -> IngestRes
              src.uri, cfg.format.value, len(plan.items), len(plan.rejects), shard_rows, out.uri)
     records: list[dict] = []
     if plan.items:
-        per_block = 1 if cfg.format is sources.InputFormat.WEBDATASET else LOAD_BATCH
+        per_block = 1 if cfg.format is InputFormat.WEBDATASET else LOAD_BATCH
         ds = ray.data.from_items(plan.items, override_num_blocks=max(1, len(plan.items) // per_block))
         ds = ds.map_batches(_LoadImages(src, cfg, src.uri), batch_size=per_block,
                             batch_format="pyarrow")

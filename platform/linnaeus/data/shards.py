@@ -118,8 +118,7 @@ def rows_stats(table: pa.Table) -> tuple[dict[str, int], dict[str, int], set[str
     """Per-rank completeness, text-type availability and distinct lineages of a table's rows."""
     cols = {c: table.column(c).to_pylist() for c in [*RANKS, "common_name"]}
     rank_counts = {c: sum(v is not None for v in values) for c, values in cols.items()}
-    rows = [Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
-            for i in range(table.num_rows)]
+    rows = Taxon.from_columns(cols)
     return rank_counts, text_type_counts(rows), {taxon.key for taxon in rows}
 
 

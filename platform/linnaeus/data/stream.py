@@ -13,13 +13,17 @@ Notable:
 - A reader call takes the items of one input block and mixes their rows in a bounded shuffle buffer;
   parallel readers interleave, which mixes further. Row groups, not shards, are spread over the
   preprocess workers, so a corpus of few large shards still keeps every worker busy.
-- Captions are drawn per image from (seed, epoch, image_id), tokenised in the pipeline (CPU workers):
-  `iter_torch_batches` cannot carry strings, and the trainer should not spend its time on text.
+- Captions come from the recipe's text source (`linnaeus.text`: BioCLIP's taxonomic types by default),
+  drawn per image from (seed, epoch, image_id); the readers project only the columns the source needs.
+  They are tokenised in the pipeline (CPU workers) by the text tower's tokenizer: `iter_torch_batches`
+  cannot carry strings, and the trainer should not spend its time on text.
+- Extra views an objective asks for (`views`) are cropped from the same decoded image on the CPU path
+  (`view_<name>` columns), and on the trainer's device with `decode="gpu"` or `"hybrid"`.
 - `decode="gpu"` ships the JPEG bytes instead of pixels; `device_decode` turns them into tensors on the
   trainer's device. `decode="hybrid"` decodes here and ships the whole decoded image (uint8 HWC bytes
   with its height and width); the trainer crops and resizes it on its device. Both leave the costly
   part of the CPU path (the bicubic resize) out of Ray Data; docs/training.md says when to use which.
-- Preprocessing runs in an actor pool (`preprocess_workers`, default one per CPU but one), so
+- Preprocessing (`Preprocess`) runs in an actor pool (`preprocess_workers`, default one per CPU but one), so
   imports and tokenizer loading happen once per worker, not once per task.
 - A corrupt image met here is skipped, counted by a small actor (`Stream.skipped()`) and logged; it
   never fails the run.
@@ -39,18 +43,20 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
+from linnaeus import images as image_ops
 from linnaeus import storage
+from linnaeus.clip.preprocess import train_pixels
+from linnaeus.clip.text_towers import make_tower
 from linnaeus.config import StreamConfig
-from linnaeus.models import tokenizer
-from linnaeus.data import images as image_ops
 from linnaeus.data import shards
-from linnaeus.taxonomy import RANKS, Taxon, TextSampler, rng_for, stable_hash64
+from linnaeus.registry import load_plugins
+from linnaeus.taxonomy import rng_for, stable_hash64
+from linnaeus.text import TextSampler, make_source
 
 log = logging.getLogger(__name__)
 
 MAX_READ_BLOCKS = 4096
-READER_CPUS = 0.5  # readers mostly wait on storage; the CPU work is in _Preprocess
-READ_COLUMNS = ["image", "image_id", *RANKS, "common_name"]
+READER_CPUS = 0.5  # readers mostly wait on storage; the CPU work is in Preprocess
 MAX_SKIP_EXAMPLES = 100
 
 
@@ -121,7 +127,7 @@ class _ReadRowGroups:
                 if parquet.num_row_groups != groups:  # rewritten behind the manifest's back
                     raise shards.CorpusError(f"{path}: {parquet.num_row_groups} row groups, the "
                                              f"manifest says {groups}; re-run the ingest")
-                table = parquet.read_row_group(group, columns=READ_COLUMNS)
+                table = parquet.read_row_group(group, columns=read_columns(self.cfg))
             table = _with_position(table.take(rng.permutation(table.num_rows)), item, epoch)
             buffer = table if buffer is None else pa.concat_tables([buffer, table])
             if buffer.num_rows > self.cfg.shuffle_buffer:
@@ -139,28 +145,9 @@ def _with_position(table: pa.Table, item: int, epoch: int) -> pa.Table:
     return table
 
 
-@functools.lru_cache(maxsize=4)
-def train_transform(image_size: int, crop_scale: tuple[float, float]):
-    """open_clip's own training transform: RandomResizedCrop(bicubic) + to-tensor + CLIP normalise."""
-    from open_clip.transform import image_transform
-
-    return image_transform(image_size, is_train=True, aug_cfg={"scale": crop_scale})
-
-
-@functools.lru_cache(maxsize=4)
-def crop_transform(image_size: int, crop_scale: tuple[float, float]):
-    """The PIL half of `train_transform` (crop + mode): its output stays 8-bit, and the float half
-    (to-tensor + normalise, `loader.normalise`) runs on the trainer. Pixels travel through Ray's object
-    store as uint8, a quarter of the bytes of float32."""
-    from torchvision.transforms import Compose
-
-    return Compose(train_transform(image_size, crop_scale).transforms[:-2])
-
-
-def crop_pixels(data: bytes, image_size: int, crop_scale: tuple[float, float]) -> np.ndarray:
-    """Encoded image -> augmented uint8 pixels [3, S, S]."""
-    image = crop_transform(image_size, crop_scale)(image_ops.decode_rgb(data))
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+def read_columns(cfg: StreamConfig) -> list[str]:
+    """The shard columns the stream reads: image bytes, id, and what the text source needs."""
+    return ["image", "image_id", *(c for c in make_source(cfg.text_source).columns if c not in ("image", "image_id"))]
 
 
 def looks_like_jpeg(data: bytes) -> bool:
@@ -168,27 +155,29 @@ def looks_like_jpeg(data: bytes) -> bool:
     return len(data) > 4 and data[:2] == b"\xff\xd8" and b"\xff\xd9" in data[-64:]
 
 
-class _Preprocess:
-    """Ray Data UDF: rows -> {image (uint8 [B,3,S,S], or JPEG bytes), text, sample_key, epoch,
-    position} numpy columns; skips what it cannot use."""
+class Preprocess:
+    """Ray Data UDF: rows -> {image (uint8 [B,3,S,S], or JPEG bytes), view_<name> (uint8, CPU path), text,
+    sample_key, epoch, position} numpy columns; skips what it cannot use."""
 
     def __init__(self, cfg: StreamConfig, counter: ray.actor.ActorHandle | None):
+        load_plugins(cfg.plugins)
         self.cfg, self.counter = cfg, counter
-        self.sampler = TextSampler(cfg.text_types, cfg.mixing, cfg.seed)
-        tokenizer(cfg.model, cfg.context_length)  # load once per worker, before the first batch
+        self.source = make_source(cfg.text_source)
+        self.sampler = TextSampler(self.source, cfg.text_types, cfg.mixing, cfg.seed)
+        # loaded once per worker, before the first batch
+        self.tokenize = make_tower(cfg.text_tower.name, cfg.text_tower.params).tokenizer(cfg.model, cfg.context_length)
 
     def __call__(self, table: pa.Table) -> dict:
         cols = table.to_pydict()
         ids, epochs = cols["image_id"], cols["epoch"]
-        taxa = [Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
-                for i in range(table.num_rows)]
-        captions = self._captions(taxa, ids, epochs)
+        items = self.source.items({c: cols[c] for c in self.source.columns})
+        captions = self._captions(items, ids, epochs)
         torch.manual_seed(stable_hash64(self.cfg.seed, epochs[0] if ids else 0, *ids[:1]))
         keep, pixels, skipped = [], [], []
         for i, data in enumerate(cols["image"]):
             if captions[i] is None:
                 skipped.append({"image_id": ids[i], "reason": "no_caption",
-                                "detail": f"taxon fills none of {[t.value for t in self.cfg.text_types]}"})
+                                "detail": f"no {self.source.key} caption of kinds {list(self.cfg.text_types)}"})
                 continue
             try:
                 pixels.append(self._pixels(data))
@@ -202,29 +191,32 @@ class _Preprocess:
             ray.get(self.counter.add.remote(skipped))
         return self._output(keep, pixels, [captions[i] for i in keep], ids, epochs, cols["position"])
 
-    def _captions(self, taxa: list[Taxon], ids: list[str], epochs: list[int]) -> list[str | None]:
+    def _captions(self, items: list, ids: list[str], epochs: list[int]) -> list[str | None]:
         out: list[str | None] = [None] * len(ids)
         for epoch in sorted(set(epochs)):
             index = [i for i, e in enumerate(epochs) if e == epoch]
-            drawn = self.sampler.captions([taxa[i] for i in index], [ids[i] for i in index], epoch)
+            drawn = self.sampler.captions([items[i] for i in index], [ids[i] for i in index], epoch)
             for i, caption in zip(index, drawn):
                 out[i] = caption
         return out
 
     def _pixels(self, data: bytes):
+        """JPEG bytes (gpu), decoded bytes + size (hybrid), or (crop, {view: crop}) uint8 arrays (cpu)."""
         if self.cfg.decode == "gpu":
             if not looks_like_jpeg(data):
                 raise image_ops.ImageRejected("undecodable", "not a complete JPEG (no SOI/EOI marker)")
             return data
+        image = image_ops.decode_rgb(data)
         if self.cfg.decode == "hybrid":
-            pixels = np.asarray(image_ops.decode_rgb(data), dtype=np.uint8)
+            pixels = np.asarray(image, dtype=np.uint8)
             return pixels.tobytes(), pixels.shape[0], pixels.shape[1]
-        return crop_pixels(data, self.cfg.image_size, tuple(self.cfg.crop_scale))
+        crop = train_pixels(image, self.cfg.image_size, tuple(self.cfg.crop_scale))
+        return crop, {v.name: train_pixels(image, v.size, v.scale) for v in self.cfg.views}
 
     def _output(self, keep: list[int], pixels: list, captions: list[str], ids: list[str],
                 epochs: list[int], positions: list[int]) -> dict:
         size = self.cfg.image_size
-        tokens = (tokenizer(self.cfg.model, self.cfg.context_length)(captions).numpy() if captions
+        tokens = (self.tokenize(captions).numpy() if captions
                   else np.zeros((0, self.cfg.context_length), dtype=np.int64))
         extra = {}
         if self.cfg.decode == "hybrid":
@@ -234,7 +226,9 @@ class _Preprocess:
         if self.cfg.decode in ("gpu", "hybrid"):
             image = np.array(pixels + [b""], dtype=object)[:-1]  # keep bytes as objects, never a 2-D array
         else:
-            image = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), dtype=np.uint8)
+            image = np.stack([p[0] for p in pixels]) if pixels else np.zeros((0, 3, size, size), dtype=np.uint8)
+            extra = {f"view_{v.name}": np.stack([p[1][v.name] for p in pixels]) if pixels
+                     else np.zeros((0, 3, v.size, v.size), dtype=np.uint8) for v in self.cfg.views}
         return {"image": image, **extra, "text": tokens.astype(np.int64),
                 "sample_key": np.array([stable_hash64(ids[i]) for i in keep], dtype=np.int64),
                 "epoch": np.array([epochs[i] for i in keep], dtype=np.int64),
@@ -284,7 +278,7 @@ def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start
     # The pool starts at full size (growing from one actor took most of a short run), and by default
     # leaves a CPU for the readers and the consumer so the pipeline can never starve itself.
     actors = cfg.preprocess_workers or max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
-    ds = ds.map_batches(_Preprocess, fn_constructor_args=(cfg, counter),
+    ds = ds.map_batches(Preprocess, fn_constructor_args=(cfg, counter),
                         batch_size=cfg.preprocess_batch, batch_format="pyarrow",
                         num_cpus=cfg.preprocess_cpus,
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors,

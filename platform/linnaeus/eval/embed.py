@@ -5,7 +5,7 @@ Notable:
   dataset read in place (`images/<folder>/*` + `taxa.csv`), so users can evaluate on their own photos
   without ingesting them first.
 - Two stages: CPU tasks decode and resize + centre-crop to uint8 pixels (open_clip's eval transform
-  cut before the float conversion, `serving.preprocess`), then a pool of model actors (four sharing each
+  cut before the float conversion, `linnaeus.clip.preprocess`), then a pool of model actors (four sharing each
   GPU by default) normalises on its device and encodes. Before, fifteen fp32 model actors sharing one
   H100, each decoding its own images, embedded ~960 images/s; split, in bf16, with four actors, ~4,900
   (a million in 4.5 min; docs/benchmarks.md). Actors reserve little CPU (`encode_resources`) so that
@@ -30,13 +30,13 @@ import pyarrow as pa
 import ray
 import torch
 
+from linnaeus import images as image_ops
 from linnaeus import storage
-from linnaeus.data import images as image_ops
-from linnaeus.data import shards, sources
-from linnaeus.eval.modelref import build_model
-from linnaeus.serving import towers
-from linnaeus.serving.preprocess import eval_pixels, crop_transform
-from linnaeus.taxonomy import RANKS, Taxon
+from linnaeus.clip import towers
+from linnaeus.clip.preprocess import eval_crop, eval_pixels, norm_stats
+from linnaeus.data import inputs, shards
+from linnaeus.eval.modelref import load_model
+from linnaeus.taxonomy import RANKS, ROW_COLUMNS, Taxon
 
 META = ["image_id", *RANKS, "common_name", "caption"]
 # Fractions so that read, decode and the model actors fit together even on two cores (a stage with
@@ -67,7 +67,7 @@ class EvalSet:
 
 @functools.lru_cache(maxsize=4)
 def _crop(preprocess_json: str):  # JSON: a hashable key that also travels to Ray tasks as is
-    return crop_transform(json.loads(preprocess_json))
+    return eval_crop(json.loads(preprocess_json))
 
 
 def decode_batch(table: pa.Table, preprocess_json: str) -> dict:
@@ -92,8 +92,8 @@ class _Encode:
 
     def __init__(self, spec: str):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = build_model(spec)[0].to(self.device).eval()
-        self.mean, self.std = towers.norm_stats(self.model, self.device)
+        self.model = load_model(spec)[0].to(self.device).eval()
+        self.mean, self.std = norm_stats(self.model.visual.preprocess_cfg, self.device)
         size = self.model.visual.preprocess_cfg["size"]
         self.dim = self._encode(torch.zeros(1, 3, *size, dtype=torch.uint8)).shape[1]
 
@@ -119,10 +119,10 @@ def data_kind(root: storage.Location) -> str:
     """`corpus` (`_manifest.json`) or `folder` (`taxa.csv` + images/); anything else is refused."""
     if storage.exists(root.join(shards.MANIFEST_NAME)):
         return "corpus"
-    if storage.exists(root.join(sources.TAXA_CSV)):
+    if storage.exists(root.join(inputs.TAXA_CSV)):
         return "folder"
-    raise sources.SourceError(f"{root.uri}: neither a corpus ({shards.MANIFEST_NAME}) nor a folder "
-                              f"dataset ({sources.TAXA_CSV} + images/)")
+    raise inputs.InputError(f"{root.uri}: neither a corpus ({shards.MANIFEST_NAME}) nor a folder "
+                              f"dataset ({inputs.TAXA_CSV} + images/)")
 
 
 def source_dataset(data: str, s3: storage.S3Options | None = None) -> ray.data.Dataset:
@@ -132,9 +132,9 @@ def source_dataset(data: str, s3: storage.S3Options | None = None) -> ray.data.D
         manifest = shards.read_manifest(root)
         paths = [manifest.shard_location(root, e).path for e in manifest.shards]
         return ray.data.read_parquet(paths, filesystem=root.fs, columns=["image", *META], num_cpus=READ_CPUS)
-    items = [{**item, "path": root.join(item["path"]).uri} for item in sources.plan_folder(root).items]
+    items = [{**item, "path": root.join(item["path"]).uri} for item in inputs.plan_folder(root).items]
     if not items:
-        raise sources.SourceError(f"{root.uri}: no image has a taxon in {sources.TAXA_CSV}")
+        raise inputs.InputError(f"{root.uri}: no image has a taxon in {inputs.TAXA_CSV}")
     return ray.data.from_items(items)
 
 
@@ -162,7 +162,7 @@ def _round_down(x: float) -> float:
     return math.floor(x * 10_000) / 10_000
 
 
-def embed_images(data: str, spec: str, preprocess_cfg: dict, actors: int | None = None, batch_size: int = 256,
+def embed_dataset(data: str, spec: str, preprocess_cfg: dict, actors: int | None = None, batch_size: int = 256,
                  s3: storage.S3Options | None = None) -> EvalSet:
     """Embed every image of `data` with the model `spec` (whose `visual.preprocess_cfg` is given) on
     `actors` model actors: ACTORS_PER_GPU per GPU by default, one on a CPU-only cluster (Ray must be up)."""
@@ -195,8 +195,8 @@ def _collect(batches, precision: str) -> EvalSet:
         for i in np.flatnonzero(~ok):
             skipped.append({"image_id": batch["image_id"][i], "reason": batch["error"][i]})
         for i in np.flatnonzero(ok):
-            key = tuple(batch[c][i] or None for c in (*RANKS, "common_name"))
-            taxa.append(interned.get(key) or interned.setdefault(key, Taxon(*key[:-1], common_name=key[-1])))
+            key = tuple(batch[c][i] or None for c in ROW_COLUMNS)
+            taxa.append(interned.get(key) or interned.setdefault(key, Taxon.from_row(dict(zip(ROW_COLUMNS, key)))))
             ids.append(batch["image_id"][i])
             captions.append(batch["caption"][i] or None)
     if not taxa:

@@ -20,11 +20,14 @@ import dataclasses
 
 import torch
 
+from linnaeus.clip.templates import templates as template_set
+from linnaeus.clip.towers import average_templates
 from linnaeus.config import EvalConfig
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
 from linnaeus.eval.embed import EvalSet
 from linnaeus.eval.texts import TextEncoder, local_texts
 from linnaeus.taxonomy import RANKS
+from linnaeus.text.taxonomic import class_names
 
 
 def _device(model) -> torch.device:
@@ -35,13 +38,13 @@ def _classifiers(texts: TextEncoder, names: dict[str, list[str]], templates: str
     """[D, C] weights per list of class names, from one pass of the encoder over all of them (through
     model actors each pass is a Ray Data run with its own start-up: one for all ranks, not one per rank)."""
     everything = [n for group in names.values() for n in group]
-    weights = zeroshot.average_templates(texts, everything, zeroshot.TEMPLATES[templates]).float()
+    weights = average_templates(texts, everything, template_set(templates)).float()
     return dict(zip(names, weights.split([len(g) for g in names.values()], dim=1)))
 
 
 def zero_shot(texts: TextEncoder, data: EvalSet, cfg: EvalConfig) -> dict:
     classes, labels = ranks.rank_classes(data.taxa, cfg.rank)
-    names, fallbacks = zeroshot.class_names(classes, cfg.text_type)
+    names, fallbacks = class_names(classes, cfg.text_type)
     direct = {rank: ranks.rank_classes(data.taxa, rank) for rank in RANKS[: RANKS.index(cfg.rank) + 1]}
     weights = _classifiers(texts, {"": names, **{rank: [c.taxonomic_name() for c in rank_classes]
                                                  for rank, (rank_classes, _) in direct.items()
@@ -75,7 +78,8 @@ def few_shot(data: EvalSet, cfg: EvalConfig) -> dict:
     out = {}
     for k in cfg.shots:
         try:
-            out[f"{k}-shot"] = fewshot.simpleshot(data.features[known.to(data.features.device)], labels[known], k, cfg.seeds)
+            features = data.features[known.to(data.features.device)]
+            out[f"{k}-shot"] = fewshot.simpleshot(features, labels[known], k, cfg.seeds)
         except ValueError as exc:
             out[f"{k}-shot"] = {"k": k, "note": str(exc)}
     return out

@@ -5,20 +5,21 @@
                           `model.init`): "trained vs its own initialisation" with nothing stored
     arch:<name>[@<init>]  an open_clip architecture, random (seed 0) or from a tag / checkpoint
 
-Hub tags (`openai`, `hf-hub:`) need network access and fail fast without it (`linnaeus.models`).
+Hub tags (`openai`, `hf-hub:`) need network access and fail fast without it (`linnaeus.clip.models`).
 """
 
 from __future__ import annotations
 
-import json
-
 import torch
 
-from linnaeus import storage
-from linnaeus.models import ModelLoadError, create_model, load_exported
+from linnaeus import runs, storage
+from linnaeus.clip.exports import load_exported
+from linnaeus.clip.models import ModelLoadError, create_model
+from linnaeus.clip.text_towers import create_with_tower, make_tower
+from linnaeus.registry import load_plugins
 
 
-def build_model(spec: str) -> tuple[torch.nn.Module, str]:
+def load_model(spec: str) -> tuple[torch.nn.Module, str]:
     """The model a spec names, and its open_clip architecture (for the tokenizer)."""
     if spec.startswith("arch:"):
         arch, _, init = spec[len("arch:"):].partition("@")
@@ -37,12 +38,14 @@ def describe(spec: str) -> str:
 
 
 def _initial(run_uri: str) -> tuple[torch.nn.Module, str]:
-    from linnaeus.train.plan import CONFIG_NAME, init_seed
-
-    record_loc = storage.resolve(run_uri).join(CONFIG_NAME)
-    if not storage.exists(record_loc):
-        raise ModelLoadError(f"init:{run_uri}: not a Linnaeus run folder ({CONFIG_NAME} is missing)")
-    config = json.loads(storage.read_bytes(record_loc))["config"]
+    try:
+        config = runs.read_record(storage.resolve(run_uri)).config
+    except runs.RunError as exc:
+        raise ModelLoadError(f"init:{exc}") from None
     section = config.get("model") or {}
     arch = section.get("arch", "ViT-B-16")
-    return create_model(arch, section.get("init"), seed=init_seed(config.get("seed", 0), 0)), arch
+    load_plugins(config.get("plugins") or [])
+    spec = dict(section.get("text_tower") or {"name": "open_clip"})
+    tower = make_tower(spec.pop("name", "open_clip"), spec, field=f"init:{run_uri}: model.text_tower")
+    seed = runs.init_seed(config.get("seed", 0), 0)
+    return create_with_tower(arch, tower, section.get("init"), seed=seed), arch

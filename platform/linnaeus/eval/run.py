@@ -5,9 +5,9 @@ from __future__ import annotations
 from linnaeus import storage
 from linnaeus.config import EvalConfig
 from linnaeus.eval import report
-from linnaeus.eval.embed import data_kind, embed_images
+from linnaeus.eval.embed import data_kind, embed_dataset
 from linnaeus.eval.evaluate import evaluate
-from linnaeus.eval.modelref import build_model, describe
+from linnaeus.eval.modelref import describe, load_model
 from linnaeus.eval.texts import text_encoder
 
 
@@ -15,7 +15,7 @@ def check_inputs(cfg: EvalConfig) -> dict:
     """Fail before any cluster work: the data must be a corpus or a folder dataset, the models must
     build. Returns spec -> (model, arch) for the driver-side text features."""
     data_kind(storage.resolve(cfg.data, cfg.s3))
-    return {spec: build_model(spec) for spec in filter(None, [cfg.model, cfg.compare])}
+    return {spec: load_model(spec) for spec in filter(None, [cfg.model, cfg.compare])}
 
 
 def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Location]:
@@ -24,7 +24,7 @@ def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Locatio
     results, pngs = {}, {}
     for spec, (model, arch) in models.items():
         model = model.eval()
-        data = embed_images(cfg.data, spec, model.visual.preprocess_cfg, cfg.actors, cfg.batch_size, cfg.s3)
+        data = embed_dataset(cfg.data, spec, model.visual.preprocess_cfg, cfg.actors, cfg.batch_size, cfg.s3)
         texts = text_encoder(spec, arch)
         for text_type in text_types:
             label = describe(spec) if describe(spec) not in results else spec

@@ -18,9 +18,9 @@ import numpy as np
 import ray
 import torch
 
-from linnaeus.eval.modelref import build_model
-from linnaeus.models import tokenizer
-from linnaeus.serving import towers
+from linnaeus.clip import towers
+from linnaeus.clip.text_towers import model_tokenizer
+from linnaeus.eval.modelref import load_model
 
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 TEXTS_PER_BATCH = 1024
@@ -28,10 +28,10 @@ ACTOR_CPUS = 0.25  # they wait on their GPU; Ray Data's own tasks keep the rest
 
 
 def local_texts(model, arch: str) -> TextEncoder:
-    """Texts encoded by `model` where it is (its device decides the precision)."""
+    """Texts encoded by `model` where it is (its device decides the precision), with its tower's tokenizer."""
     device = next(model.parameters()).device
-
-    return lambda texts: towers.encode_texts(model, tokenizer(arch, 77), texts, device)
+    tokenize = model_tokenizer(model, arch)
+    return lambda texts: towers.encode_texts(model, tokenize, texts, device)
 
 
 class _EncodeTexts:
@@ -39,7 +39,7 @@ class _EncodeTexts:
 
     def __init__(self, spec: str, arch: str):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encode = local_texts(build_model(spec)[0].to(self.device).eval(), arch)
+        self.encode = local_texts(load_model(spec)[0].to(self.device).eval(), arch)
 
     def __call__(self, batch: dict) -> dict:
         return {"i": batch["i"], "features": self.encode(batch["text"].tolist()).numpy()}

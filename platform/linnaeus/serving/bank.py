@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from linnaeus import storage
-from linnaeus.eval import zeroshot
-from linnaeus.taxonomy import RANKS, Taxon
+from linnaeus.clip.templates import templates as template_set
+from linnaeus.clip.towers import classifier
+from linnaeus.taxonomy import RANKS, ROW_COLUMNS, Taxon
+from linnaeus.text.taxonomic import class_names
 
 META_NAME = "_bank.json"
 DEFAULT_DIR = "label_bank"
@@ -126,8 +128,8 @@ def taxa_embeddings(model, tokenizer, taxa: Sequence[Taxon], text_types: Sequenc
     """[N, D]: per taxon, its zero-shot class embedding in each text type, averaged and normalised."""
     total = None
     for text_type in text_types:
-        names, _ = zeroshot.class_names(taxa, text_type)
-        weights = zeroshot.classifier(model, tokenizer, names, zeroshot.TEMPLATES[templates], device).T
+        names, _ = class_names(taxa, text_type)
+        weights = classifier(model, tokenizer, names, template_set(templates), torch.device(device)).T
         total = weights if total is None else total + weights
     return F.normalize(total.float(), dim=-1).cpu()
 
@@ -143,7 +145,7 @@ def read_meta(uri: str, s3: storage.S3Options | None = None) -> dict:
 def load_taxa(uri: str, s3: storage.S3Options | None = None) -> list[Taxon]:
     """Only the taxa of a bank (no embeddings): enough to check subset names before a job starts."""
     read_meta(uri, s3)  # no _bank.json, no bank
-    return _taxa(_read_parts(storage.resolve(uri, s3), [*RANKS, "common_name"]))
+    return _taxa(_read_parts(storage.resolve(uri, s3), list(ROW_COLUMNS)))
 
 
 def _read_parts(root: storage.Location, columns: list[str] | None = None) -> pa.Table:
@@ -153,8 +155,7 @@ def _read_parts(root: storage.Location, columns: list[str] | None = None) -> pa.
 
 
 def _taxa(table: pa.Table) -> list[Taxon]:
-    return [Taxon(*(row[r] for r in RANKS), common_name=row["common_name"])
-            for row in table.select([*RANKS, "common_name"]).to_pylist()]
+    return Taxon.from_columns(table.select(list(ROW_COLUMNS)).to_pydict())
 
 
 def to_table(taxa: Sequence[Taxon], embeddings: np.ndarray) -> pa.Table:

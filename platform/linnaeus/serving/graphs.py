@@ -18,7 +18,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from linnaeus.serving.preprocess import normalise
+from linnaeus.clip.preprocess import normalise
+from linnaeus.clip.towers import autocast
 
 
 def buckets(max_batch: int) -> list[int]:
@@ -39,7 +40,7 @@ class GraphedImageEncoder:
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
         def forward(pixels: torch.Tensor) -> torch.Tensor:
-            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            with autocast(mean.device, cache=False):
                 features = model.encode_image(normalise(pixels, mean, std))
             return F.normalize(features.float(), dim=-1)
 

@@ -4,6 +4,8 @@ Notable:
 - Preprocessing is split where it is cheapest to ship: `pixels(image)` runs open_clip's own eval
   resize and centre crop on the CPU and returns uint8 [3, S, S] (a quarter of the float tensor's bytes);
   `encode_pixels` scales and normalises on the model's device. Together they equal open_clip's transform.
+- Texts go through the model's own text tower and its tokenizer (open_clip's, or the one the export
+  names: `linnaeus.clip.text_towers`).
 - On CUDA the image and text towers run under bf16 autocast; features come back float32, normalised.
   With `cuda_graphs=N` the image tower is replayed from captured CUDA graphs (`serving.graphs`).
 - Free-text labels go through templates (`openai`: the 80 CLIP templates, `single`, or `none` for the
@@ -21,15 +23,14 @@ import torch
 from PIL import Image
 
 from linnaeus import storage
-from linnaeus.eval import zeroshot
-from linnaeus.models import read_export, tokenizer
+from linnaeus.clip import towers
+from linnaeus.clip.exports import read_export
+from linnaeus.clip.preprocess import eval_crop, norm_stats, to_pixels
+from linnaeus.clip.templates import templates as template_set
+from linnaeus.clip.text_towers import model_tokenizer
 from linnaeus.serving.bank import BankError, LabelBank, default_location
 from linnaeus.serving.labels import LabelCache
-from linnaeus.serving import towers
-from linnaeus.serving.preprocess import crop_transform, to_pixels
 from linnaeus.taxonomy import RANKS, Taxon
-
-TEMPLATE_SETS = {**zeroshot.TEMPLATES, "none": (lambda c: c,)}
 
 
 class Predictor:
@@ -40,11 +41,11 @@ class Predictor:
         self.model_uri, self.arch, self.model_id = export.uri, export.arch, export.digest
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = export.build().to(self.device).eval()
-        self.tokenizer = tokenizer(self.arch)
+        self.tokenizer = model_tokenizer(self.model, self.arch)
         cfg = self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
-        self._crop = crop_transform(cfg)
+        self._crop = eval_crop(cfg)
         self.image_size = tuple(cfg["size"])
-        self._mean, self._std = towers.norm_stats(self.model, self.device)
+        self._mean, self._std = norm_stats(cfg, self.device)
         self.logit_scale = float(self.model.logit_scale.detach().exp())
         self.cache = LabelCache(cache_size)
         self.bank = self._load_bank(bank, s3)
@@ -79,7 +80,8 @@ class Predictor:
             return self._graphed(pixels)
         return towers.encode_pixels(self.model, pixels, self._mean, self._std)
 
-    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Normalised float32 image features [N, D] of RGB images."""
         return self.encode_pixels(torch.stack([self.pixels(im) for im in images]))
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -88,13 +90,10 @@ class Predictor:
 
     def label_embeddings(self, labels: Sequence[str], templates: str = "openai") -> torch.Tensor:
         """[L, D] template-averaged label embeddings, through the LRU cache."""
-        if templates not in TEMPLATE_SETS:
-            raise ValueError(f"templates: {templates!r} is not one of {sorted(TEMPLATE_SETS)}")
+        chosen = template_set(templates)
 
         def compute(missing: list[int]) -> torch.Tensor:
-            with torch.no_grad(), towers.autocast(self.device):
-                weights = zeroshot.classifier(self.model, self.tokenizer, [labels[i] for i in missing],
-                                              TEMPLATE_SETS[templates], self.device)
+            weights = towers.classifier(self.model, self.tokenizer, [labels[i] for i in missing], chosen, self.device)
             return weights.T.float()
 
         return self.cache.get_or_compute([(self.model_id, templates, label) for label in labels], compute)
@@ -135,11 +134,11 @@ class Predictor:
 
     def classify(self, images: Sequence[Image.Image], labels: Sequence[str], k: int = 5,
                  templates: str = "openai") -> list[list[dict]]:
-        return self.classify_features(self.embed_images(images), labels, k, templates)
+        return self.classify_features(self.image_features(images), labels, k, templates)
 
     def predict(self, images: Sequence[Image.Image], rank: str = "species", k: int = 5,
                 subset: Sequence[str] | None = None) -> list[list[dict]]:
-        return self.predict_features(self.embed_images(images), rank, k, subset)
+        return self.predict_features(self.image_features(images), rank, k, subset)
 
     def _require_bank(self) -> LabelBank:
         if self.bank is None:

@@ -1,9 +1,11 @@
-"""The model, optimiser and schedule of a training recipe, built the same way by the Ray Train loop and
-by the model-only benchmark (`linnaeus.train.ceiling`), so the two measure the same thing.
+"""The model, objective, optimiser and schedule of a training recipe, built the same way by the Ray Train
+loop and by the model-only benchmark (`linnaeus.bench.ceiling`), so the two measure the same thing.
 
 Notable:
-- The exact speed-ups of `linnaeus.fastclip` (fused attention; text cut after the longest caption, which
-  the data loader does) change how the step runs, never the weights' names or values.
+- The model is the recipe's architecture with its text tower (`linnaeus.clip.text_towers`); the
+  objective comes from its registry and builds its own modules (an EMA teacher) from the fresh model.
+- The exact speed-ups of `linnaeus.clip.fastclip` (fused attention; text cut after the longest caption,
+  which the data loader does) change how the step runs, never the weights' names or values.
 - `model.compile_ddp` picks how torch.compile meets DDP: one whole graph (default) or graphs cut at
   DDP's gradient buckets (torch's own default) so the all-reduce overlaps the backward.
 - Order matters: FP8 layers are swapped in before the optimiser sees the parameters, and
@@ -18,29 +20,39 @@ import logging
 
 import torch
 
-from linnaeus import fastclip
+from linnaeus.clip import fastclip, float8
+from linnaeus.clip.text_towers import create_with_tower, make_tower
 from linnaeus.config import TrainConfig
-from linnaeus.models import create_model
-from linnaeus.train import float8
+from linnaeus.objectives import Objective, make_objective
+from linnaeus.runs import init_seed
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
-from linnaeus.train.plan import init_seed
 
 log = logging.getLogger(__name__)
 
 
 def build_model(cfg: TrainConfig, device: torch.device, rank: int = 0) -> torch.nn.Module:
-    model = create_model(cfg.model.arch, cfg.model.init, cfg.s3, seed=init_seed(cfg.seed, rank)).to(device)
+    tower = make_tower(cfg.model.text_tower.name, cfg.model.text_tower.params)
+    model = create_with_tower(cfg.model.arch, tower, cfg.model.init, cfg.s3, seed=init_seed(cfg.seed, rank))
+    model = model.to(device)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if cfg.model.fused_attention:
         fastclip.fuse_attention(model)
     if cfg.data.cut_text:
-        fastclip.accept_cut_text(model)
+        tower.accept_cut_text(model)
     if cfg.schedule.precision in float8.RECIPES:
         swapped = float8.convert(model, cfg.schedule.precision, device)
         if rank == 0:
             log.info("[train] %s: %d MLP linears run FP8 matmuls", cfg.schedule.precision, swapped)
     return model
+
+
+def build_objective(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, rank: int = 0,
+                    world_size: int = 1) -> Objective:
+    """The recipe's objective, its own modules built from `model` (before any checkpoint is restored)."""
+    objective = make_objective(cfg.objective.name, cfg.objective.params, rank, world_size)
+    objective.attach(model)
+    return objective.to(device)
 
 
 def build_optimisation(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):

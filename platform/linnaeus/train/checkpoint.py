@@ -2,8 +2,9 @@
 
 Notable:
 - A checkpoint folder holds `model.pt` (the bare open_clip state dict, loadable without Linnaeus),
-  `optimizer.pt`, `scheduler.pt`, `state.json` (step, total steps, epoch, data position, metric history)
-  and one `rng-rank<r>.pt` per worker: Ray Train merges every worker's folder into one.
+  `optimizer.pt`, `scheduler.pt`, `objective.pt` (the objective's own modules, e.g. an EMA teacher;
+  empty for CLIP), `state.json` (step, total steps, epoch, data position, metric history) and one
+  `rng-rank<r>.pt` per worker: Ray Train merges every worker's folder into one.
 - The data position is the lowest stream `position` any worker was reading at the step; the stream
   restarts there (see `linnaeus.data.stream`).
 - `latest_in_run` reads Ray Train's own run snapshot (`checkpoint_manager_snapshot.json`), so the data
@@ -24,6 +25,7 @@ import torch
 from linnaeus import storage
 
 STATE_NAME = "state.json"
+OBJECTIVE_NAME = "objective.pt"
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
@@ -56,25 +58,36 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _cpu(module: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def save(folder: str | Path, rank: int, model: torch.nn.Module, optimizer, scheduler,
-         progress: Progress) -> None:
+         progress: Progress, objective: torch.nn.Module | None = None) -> None:
     """Write this rank's part of a checkpoint into `folder` (rank 0 writes the shared state)."""
     folder = Path(folder)
     torch.save(rng_state(), folder / f"rng-rank{rank}.pt")
     if rank != 0:
         return
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "model.pt")
+    torch.save(_cpu(model), folder / "model.pt")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    torch.save(_cpu(objective) if objective is not None else {}, folder / OBJECTIVE_NAME)
     (folder / STATE_NAME).write_text(json.dumps(asdict(progress), indent=1))
 
 
-def load(folder: str | Path, rank: int, model: torch.nn.Module, optimizer, scheduler) -> Progress:
-    """Restore model, optimiser, scheduler and this rank's RNG from `folder`; returns the progress."""
+def load(folder: str | Path, rank: int, model: torch.nn.Module, optimizer, scheduler,
+         objective: torch.nn.Module | None = None) -> Progress:
+    """Restore model, optimiser, scheduler, the objective's modules and this rank's RNG from `folder`;
+    returns the progress."""
     folder = Path(folder)
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu"))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt"))
+    if objective is not None:
+        # checkpoints from before objectives had state hold none: fine while the objective has none
+        saved = folder / OBJECTIVE_NAME
+        objective.load_state_dict(torch.load(saved, map_location="cpu") if saved.exists() else {})
     rng = folder / f"rng-rank{rank}.pt"
     if rng.exists():  # a run resumed on more workers than it had: the new ranks keep their seed
         set_rng_state(torch.load(rng, weights_only=False))

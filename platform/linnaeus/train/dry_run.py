@@ -3,7 +3,9 @@ without starting Ray or fetching weights, and say what the run would do."""
 
 from __future__ import annotations
 
-from linnaeus.models import check_init, create_model
+from linnaeus.clip.models import check_init
+from linnaeus.clip.text_towers import create_with_tower, make_tower
+from linnaeus.objectives import make_objective
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
 from linnaeus.train.plan import TrainPlan
 from linnaeus.train.trainer import build_trainer
@@ -12,7 +14,10 @@ from linnaeus.train.trainer import build_trainer
 def dry_run(plan: TrainPlan) -> list[str]:
     c = plan.config
     init = check_init(c.model.arch, c.model.init, c.s3)
-    model = create_model(c.model.arch)  # the architecture only: weights are not fetched in a dry run
+    tower = make_tower(c.model.text_tower.name, c.model.text_tower.params)
+    model = create_with_tower(c.model.arch, tower)  # the architecture only: weights are not fetched in a dry run
+    objective = make_objective(c.objective.name, c.objective.params)
+    objective.attach(model)
     optimizer = build_optimizer(model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
     scheduler = cosine_with_warmup(optimizer, c.optim.warmup_steps, plan.total_steps)
     decayed, plain = (sum(p.numel() for p in g["params"]) for g in optimizer.param_groups)
@@ -27,6 +32,9 @@ def dry_run(plan: TrainPlan) -> list[str]:
             f"{c.model.grad_checkpointing}; grad clip {c.optim.grad_clip_norm}",
             f"speed-ups  fused attention {c.model.fused_attention}; cut text {c.data.cut_text}; "
             f"decode {c.data.decode}",
+            f"parts      objective {c.objective.name}; text tower {tower.key}; text source {c.data.text_source} "
+            f"({', '.join(c.data.text_types)})" + (f"; views {[v.name for v in c.data.views]}" if c.data.views else "")
+            + (f"; plugins {c.plugins}" if c.plugins else ""),
             f"workers    {c.scaling.workers} x ({c.scaling.cpus_per_worker:g} CPU"
             f"{', 1 GPU' if c.scaling.use_gpu else ''})",
             "dry run: configuration, corpus, model and trainer are valid; nothing was started"]

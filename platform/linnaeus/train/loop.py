@@ -1,11 +1,12 @@
 """The Ray Train worker loop: stream shard -> TrainStep -> progress, metrics and checkpoints.
 
 Notable:
-- Rank and world size come from the Ray Train context and reach the loss as arguments; the model,
-  loss and step are plain torch.
+- Rank and world size come from the Ray Train context and reach the objective as arguments; the model,
+  objective and step are plain torch. Plugin parts the recipe names are imported first, in each worker.
 - Every rank calls `ray.train.report` at the same steps (it is a barrier): every `log_every` steps with
   metrics, and every `checkpoint.every_steps` and at the last step with a checkpoint that every rank
-  contributes to (its RNG state; rank 0 adds the model, optimiser, scheduler and progress).
+  contributes to (its RNG state; rank 0 adds the model, optimiser, scheduler, the objective's modules
+  and progress).
 - The loss shown is the mean over ranks; img/s counts the global batch; "data wait" is the share of
   rank 0's time spent blocked on the stream, the number to watch when the GPUs are starved.
 - Between progress lines nothing waits for the GPU (see `step.StepResult`): the data position is read
@@ -34,12 +35,13 @@ import torch.distributed as dist
 
 from linnaeus import storage
 from linnaeus.data.loader import iter_train_batches
+from linnaeus.objectives import Objective, unwrap
+from linnaeus.registry import load_plugins
 from linnaeus.train import checkpoint as ckpt
 from linnaeus.train import metrics as train_metrics
-from linnaeus.train.loss import clip_loss
-from linnaeus.train.build import build_model, build_optimisation, compile_model
+from linnaeus.train.build import build_model, build_objective, build_optimisation, compile_model
 from linnaeus.train.plan import TrainPlan
-from linnaeus.train.step import TrainStep, unwrap
+from linnaeus.train.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +53,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     _quiet_report_lines()
     # open_clip's gather goes through torch.distributed.nn, which newer torch marks deprecated per call.
     warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+    load_plugins(cfg.plugins)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     model = build_model(cfg, device, rank)
+    objective = build_objective(cfg, model, device, rank, world)
     optimizer, scheduler = build_optimisation(cfg, model, plan.total_steps)
-    progress = _restore(rank, model, optimizer, scheduler) or ckpt.Progress(total_steps=plan.total_steps)
+    progress = (_restore(rank, model, optimizer, scheduler, objective)
+                or ckpt.Progress(total_steps=plan.total_steps))
     compile_model(cfg, model)
     ddp = ray.train.torch.prepare_model(model)
-    step = TrainStep(ddp, clip_loss(rank, world), optimizer, scheduler, device, cfg.schedule.precision,
-                     cfg.optim.grad_clip_norm)
+    step = TrainStep(ddp, objective, optimizer, scheduler, device, cfg.schedule.precision, cfg.optim.grad_clip_norm)
     progress.placement = _placement(rank, world, device)  # before the stream: nothing to close if it fails
     batches = iter_train_batches(ray.train.get_dataset_shard("train"), cfg.data, cfg.schedule.batch_size,
                                  device)
@@ -78,7 +82,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             progress.step += 1
             progress.epoch = progress.step * cfg.global_batch / plan.rows
             _maybe_fail(plan, rank, progress.step)
-            _report(plan, rank, device, model, optimizer, scheduler, progress, meter, result,
+            _report(plan, rank, device, (model, optimizer, scheduler, objective), progress, meter, result,
                     [b["position"] for b in micro])
     finally:
         batches.close()  # stops the GPU path's prefetch thread
@@ -119,12 +123,12 @@ def _local_folder(checkpoint: ray.train.Checkpoint):
         yield checkpoint.to_directory(tmp)
 
 
-def _restore(rank: int, model, optimizer, scheduler) -> ckpt.Progress | None:
+def _restore(rank: int, model, optimizer, scheduler, objective: Objective) -> ckpt.Progress | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
     with _local_folder(checkpoint) as folder:
-        progress = ckpt.load(folder, rank, model, optimizer, scheduler)
+        progress = ckpt.load(folder, rank, model, optimizer, scheduler, objective)
     if rank == 0:
         log.info("[train] resumed from %s at step %d", checkpoint.path, progress.step)
     return progress
@@ -190,8 +194,11 @@ def _all_reduce(value: float, device: torch.device, op=dist.ReduceOp.SUM) -> flo
     return float(tensor.item()) / (dist.get_world_size() if op == dist.ReduceOp.SUM else 1)
 
 
-def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, progress: ckpt.Progress,
-            meter: Meter, result, positions: list[torch.Tensor]) -> None:
+def _report(plan: TrainPlan, rank: int, device, state: tuple, progress: ckpt.Progress, meter: Meter, result,
+            positions: list[torch.Tensor]) -> None:
+    """Every rank at the same steps: metrics each `log_every` steps, a checkpoint each `every_steps` and at
+    the last; `state` is (model, optimizer, scheduler, objective)."""
+    model, optimizer, scheduler, objective = state
     step, c = progress.step, plan.config
     last = step == plan.total_steps
     save = last or step % c.checkpoint.every_steps == 0
@@ -199,7 +206,7 @@ def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, pro
         return
     metrics = {"step": step, "epoch": round(progress.epoch, 4),
                "loss": _all_reduce(result.loss, device), "lr": scheduler.get_last_lr()[0],
-               "logit_scale": result.logit_scale, "grad_norm": result.grad_norm, **meter.window(step)}
+               **result.extras, "grad_norm": result.grad_norm, **meter.window(step)}
     if rank == 0:
         progress.history.append(metrics)
         log.info(progress_line(metrics, plan.total_steps))
@@ -210,7 +217,7 @@ def _report(plan: TrainPlan, rank: int, device, model, optimizer, scheduler, pro
     position = min(int(p.min()) for p in positions)  # read here only: it waits for the device
     progress.position = int(_all_reduce(position, device, dist.ReduceOp.MIN))
     with tempfile.TemporaryDirectory() as folder:
-        ckpt.save(folder, rank, unwrap(model), optimizer, scheduler, progress)
+        ckpt.save(folder, rank, unwrap(model), optimizer, scheduler, progress, objective)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                          checkpoint_dir_name=ckpt.dir_name(step))
 
@@ -231,5 +238,25 @@ def _maybe_fail(plan: TrainPlan, rank: int, step: int) -> None:
     if storage.exists(marker):
         return
     storage.write_bytes(marker, b"killed once by faults.kill_at_step\n")
+    _await_registration(plan, step)
     log.warning("[train] faults.kill_at_step=%d: killing rank %d (pid %d)", step, rank, os.getpid())
     os._exit(1)
+
+
+def _await_registration(plan: TrainPlan, step: int, timeout_s: float = 60.0) -> None:
+    """Wait until Ray Train has recorded the run's last checkpoint before `step`. Its controller takes a
+    reported checkpoint in when it next polls the workers (every 2 s by default): a worker that dies
+    before that loses the checkpoint, and the group restarts from the one before. The chaos test is of
+    the restore, so it kills after the record; the race itself is Ray's (docs/training.md)."""
+    every = plan.config.checkpoint.every_steps
+    last = (step - 1) // every * every
+    if last == 0:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        latest = ckpt.latest_in_run(plan.run)
+        if latest is not None and latest.uri.rstrip("/").endswith(ckpt.dir_name(last)):
+            return
+        time.sleep(0.2)
+    log.warning("[train] faults: checkpoint %d not recorded by Ray Train after %.0f s; killing anyway",
+                last, timeout_s)

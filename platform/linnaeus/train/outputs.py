@@ -5,7 +5,8 @@ Notable:
   `state.json`), by the driver: the export works the same whether the workers ran on this machine or
   on a remote cluster, and for a run that was restarted on the way (the history is the checkpointed
   one, so steps after the last checkpoint before a failure are not counted twice).
-- The model goes out in open_clip's own layout (`linnaeus.models.export_model`).
+- The model goes out in open_clip's own layout (`linnaeus.clip.exports.export_model`), naming its text
+  tower and the recipe's plugins when they are not open_clip's own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 
 from linnaeus import storage
-from linnaeus.models import create_model, export_model
+from linnaeus.clip.exports import export_model
+from linnaeus.clip.text_towers import create_with_tower, make_tower
 from linnaeus.train.checkpoint import STATE_NAME, Progress
 from linnaeus.train.plan import TrainPlan
 
@@ -61,10 +63,11 @@ def write_outputs(plan: TrainPlan, checkpoint_folder: str | Path, checkpoint_uri
     """Export the model of a final checkpoint folder and write the run's metrics next to it."""
     folder = Path(checkpoint_folder)
     progress = Progress(**json.loads((folder / STATE_NAME).read_text()))
-    arch = plan.config.model.arch
-    model = create_model(arch)
+    c = plan.config
+    arch = c.model.arch
+    model = create_with_tower(arch, make_tower(c.model.text_tower.name, c.model.text_tower.params))
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
-    out = export_model(model, arch, plan.export_uri, plan.config.s3)
+    out = export_model(model, arch, plan.export_uri, c.s3, plugins=c.plugins)
     history = progress.history
     storage.write_bytes(out.join("metrics.csv"), metrics_csv(history))
     storage.write_bytes(out.join("metrics.json"), json.dumps(history, indent=1).encode())

@@ -9,23 +9,19 @@ Notable:
   need: skipped images and the per-worker `drop_last` can never make it run dry before the last step,
   and the spare epoch costs nothing (Ray Data only reads what the trainers pull).
 - Runs live at `<storage_path>/<name>`; the default name is `<recipe>-<UTC time>`, so reusing a name is
-  a deliberate resume.
+  a deliberate resume. The run record beside the checkpoints is `linnaeus.runs`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
-from linnaeus import storage
+from linnaeus import runs, storage
 from linnaeus.config import ConfigError, TrainConfig, apply_overrides, validate
 from linnaeus.data import shards
-from linnaeus.taxonomy import stable_hash64
-
-CONFIG_NAME = "linnaeus_train.json"
 
 
 @dataclass(frozen=True)
@@ -84,12 +80,6 @@ class TrainPlan:
         return out
 
 
-def init_seed(seed: int, rank: int) -> int:
-    """The seed a rank builds its model from. DDP starts every rank from rank 0's weights, so a run's
-    random initialisation is reproducible from its recipe (evaluation compares a model against it)."""
-    return stable_hash64(seed, "train", rank) % 2**63
-
-
 def default_name(recipe: str, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return f"{recipe}-{now:%Y%m%d-%H%M%S}"
@@ -113,17 +103,23 @@ def load_plan(run_uri: str, overrides: Sequence[str] = (), s3: storage.S3Options
         s3_raw = apply_overrides({}, [o for o in overrides if o.strip().startswith("s3.")]).get("s3")
         s3 = validate(storage.S3Options, s3_raw, "--set s3.*") if s3_raw else None
     run = storage.resolve(run_uri, s3)
-    record_loc = run.join(CONFIG_NAME)
-    if not storage.exists(record_loc):
-        raise ConfigError(f"--resume {run.uri}: not a Linnaeus run folder ({CONFIG_NAME} is missing)")
-    record = json.loads(storage.read_bytes(record_loc))
+    try:
+        record = runs.read_record(run)
+    except runs.RunError as exc:
+        raise ConfigError(f"--resume {exc}") from None
     parent, name = run.uri.rsplit("/", 1)
-    raw = apply_overrides(record["config"], [*overrides, f"checkpoint.storage_path={parent}",
-                                             f"checkpoint.name={name}"])
-    cfg = validate(TrainConfig, raw, str(record_loc.uri))
+    raw = apply_overrides(record.config, [*overrides, f"checkpoint.storage_path={parent}",
+                                          f"checkpoint.name={name}"])
+    cfg = validate(TrainConfig, raw, run.join(runs.RECORD_NAME).uri)
     units = sum(e.row_groups for e in shards.read_manifest(storage.resolve(cfg.data.data, cfg.data.s3)).shards)
-    if units != record["units"]:
+    if units != record.units:
         raise ConfigError(f"--resume {run.uri}: the corpus {cfg.data.data} has changed since the run started "
-                          f"({units} row groups now, {record['units']} then); a run resumes on the corpus it "
+                          f"({units} row groups now, {record.units} then); a run resumes on the corpus it "
                           "started on (re-ingested corpora start new runs)")
-    return TrainPlan(cfg, name, record["rows"], record["units"], record["total_steps"])
+    return TrainPlan(cfg, name, record.rows, record.units, record.total_steps)
+
+
+def record_of(plan: TrainPlan) -> runs.RunRecord:
+    """The run record of a plan (what `--resume` reads back), without credentials."""
+    config = plan.config.model_dump(mode="json", exclude={"s3": True, "data": {"s3"}})
+    return runs.RunRecord(plan.name, plan.total_steps, plan.rows, plan.units, config)

@@ -16,7 +16,6 @@ Notable:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,13 +25,13 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from linnaeus import storage
+from linnaeus import runs, storage
 from linnaeus.config import ConfigError
 from linnaeus.data.stream import READER_CPUS, SkipCounter, build_stream
 from linnaeus.train import checkpoint as ckpt
 from linnaeus.train.loop import train_loop_per_worker
 from linnaeus.train.outputs import write_outputs
-from linnaeus.train.plan import CONFIG_NAME, TrainPlan
+from linnaeus.train.plan import TrainPlan, record_of
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +106,16 @@ def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None) -> Tor
         datasets={"train": StreamFactory(plan, counter)})
 
 
-def save_plan(plan: TrainPlan) -> None:
-    """Write the run's recipe and step count beside its checkpoints (what `--resume` reads back)."""
-    record = {"name": plan.name, "total_steps": plan.total_steps, "rows": plan.rows, "units": plan.units,
-              "config": plan.config.model_dump(mode="json", exclude={"s3": True, "data": {"s3"}})}
-    storage.write_bytes(plan.run.join(CONFIG_NAME), json.dumps(record, indent=1).encode())
-
-
 def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
     """Run training to the plan's last step; returns Ray's result and the skipped-image summary.
     A new run refuses a folder that already holds one: continuing a run is `resume=True`."""
-    exists = storage.exists(plan.run.join(CONFIG_NAME))
+    exists = runs.has_record(plan.run)
     if exists and not resume:
         raise ConfigError(f"{plan.run_uri} already holds a run: continue it with --resume {plan.run_uri}, "
                           "or pick another checkpoint.name")
     storage.ensure_bucket(plan.run)
     if not exists:
-        save_plan(plan)  # before the CPU share: a resume on another cluster works its own out
+        runs.write_record(plan.run, record_of(plan))  # before the CPU share: a resume elsewhere works its own out
     plan = share_cluster_cpus(plan)
     counter = SkipCounter.remote()
     result = build_trainer(plan, counter).fit()

@@ -4,7 +4,7 @@ the baseline of the training benchmark.
 Notable:
 - The recipe maps onto open_clip_train's flags: model, per-GPU batch, bf16 autocast (`amp_bf16`),
   AdamW's lr / betas / eps / weight decay, warmup, gradient clipping, torch.compile. It reads the
-  corpus rewritten as WebDataset tars (`linnaeus.data.webdataset`), resampled so that exactly `steps`
+  corpus rewritten as WebDataset tars (`linnaeus.bench.webdataset`), resampled so that exactly `steps`
   steps run.
 - It runs as a subprocess of the venv's python through a two-line launcher that registers this
   project's model configs first, so tiny test configs work as they do in Linnaeus.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from linnaeus.config import TrainConfig
 
-LAUNCHER = ("import sys, open_clip, linnaeus.models as m; m.register_configs(); "
+LAUNCHER = ("import sys, open_clip, linnaeus.clip.models as m; m.register_configs(); "
             "from open_clip_train.main import main; main(sys.argv[1:])")
 LINE = re.compile(r"Train Epoch: \d+ \[\s*(?P<seen>\d+)/.*?Data \(t\): (?P<data>[\d.]+) "
                   r"Batch \(t\): (?P<batch>[\d.]+),.*?Contrastive_loss: (?P<loss>[\d.]+)")

@@ -1,4 +1,4 @@
-"""open_clip models by name: the factory, initialisation from a checkpoint, and export in open_clip's format.
+"""open_clip models by name: the factory, its tokenizers, and initialisation from a checkpoint.
 
 Notable:
 - Any open_clip architecture works by name (ViT-B-16 is the default recipe), plus the project's small
@@ -6,25 +6,17 @@ Notable:
 - `init` is a pretrained tag (`openai`, ...) or `hf-hub:org/repo`, which need the network, or a
   checkpoint as a path or `s3://` URI. A hub download that fails (offline machines, firewalls) raises
   `ModelLoadError` saying what to do, not a traceback from deep inside a hub client.
-- `export_model` writes what open_clip itself reads, so models leave the platform without it:
-  `open_clip_config.json` (model and preprocess config) + `open_clip_pytorch_model.bin` (state dict).
-  `open_clip.create_model_and_transforms(arch, pretrained=".../open_clip_pytorch_model.bin")` loads it
-  for a built-in architecture, and `create_model_and_transforms("local-dir:<folder>")` for any.
-- Nothing here knows about Ray.
+- Nothing here knows about Ray; exports (open_clip's own layout) are `linnaeus.clip.exports`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import io
-import json
 import logging
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,8 +26,6 @@ import torch
 from linnaeus import storage
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_pytorch_model.bin"
 
 
 class ModelLoadError(RuntimeError):
@@ -123,32 +113,19 @@ def create_model(arch: str = "ViT-B-16", init: str | None = None,
         if not os.path.isfile(loc.path):
             raise ModelLoadError(f"{init}: no such checkpoint file (nor a pretrained tag of {arch}: "
                                  f"{open_clip.list_pretrained_tags_by_model(arch)})")
-        return _load_file(arch, loc.path)
+        return load_weights(arch, loc.path)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / Path(loc.path).name
         local.write_bytes(storage.read_bytes(loc))
-        return _load_file(arch, str(local))
+        return load_weights(arch, str(local))
 
 
-def _load_file(arch: str, path: str) -> torch.nn.Module:
+def load_weights(arch: str, path: str) -> torch.nn.Module:
+    """An open_clip model of `arch` with the state dict stored at `path` (strict: every key must match)."""
     try:
         return open_clip.create_model(arch, pretrained=path)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{path}: not a checkpoint of {arch}: {str(exc)[:300]}") from None
-
-
-def export_model(model: torch.nn.Module, arch: str, output: str,
-                 s3: storage.S3Options | None = None) -> storage.Location:
-    """Write `model` in open_clip's own layout under `output` (folder or s3:// prefix)."""
-    out = storage.resolve(output, s3)
-    storage.ensure_bucket(out)
-    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
-    config = {"model_cfg": model_config(arch), "preprocess_cfg": preprocess, "linnaeus_arch": arch}
-    storage.write_bytes(out.join(CONFIG_NAME), json.dumps(config, indent=1).encode())
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    storage.write_bytes(out.join(WEIGHTS_NAME), buf.getvalue())
-    return out
 
 
 def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None, strict: bool = False) -> str:
@@ -170,55 +147,3 @@ def check_init(arch: str, init: str | None, s3: storage.S3Options | None = None,
         raise ModelLoadError(f"{init}: no such checkpoint (nor a pretrained tag of {arch}: "
                              f"{open_clip.list_pretrained_tags_by_model(arch)})")
     return f"checkpoint {loc.uri}"
-
-
-@dataclass(frozen=True)
-class Export:
-    """An exported model as stored: its architecture, its open_clip config and its weights' bytes."""
-
-    uri: str
-    arch: str
-    config: dict
-    weights: bytes
-
-    @functools.cached_property
-    def digest(self) -> str:
-        """sha256 of the weights (16 hex digits): what label banks and caches are keyed by."""
-        return hashlib.sha256(self.weights).hexdigest()[:16]
-
-    def build(self) -> torch.nn.Module:
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / WEIGHTS_NAME
-            weights.write_bytes(self.weights)
-            return _load_file(self.arch, str(weights))
-
-
-def read_export_config(uri: str, s3: storage.S3Options | None = None) -> dict:
-    """An export's `open_clip_config.json` alone (model and preprocess config), without the weights."""
-    config_loc = storage.resolve(uri, s3).join(CONFIG_NAME)
-    if not storage.exists(config_loc):
-        raise ModelLoadError(f"{storage.resolve(uri, s3).uri}: not an exported model ({CONFIG_NAME} is missing)")
-    return json.loads(storage.read_bytes(config_loc))
-
-
-def read_export(uri: str, s3: storage.S3Options | None = None) -> Export:
-    """Read a model exported by `export_model` (folder or s3:// prefix) without building it."""
-    loc = storage.resolve(uri, s3)
-    config = read_export_config(uri, s3)
-    arch = config.get("linnaeus_arch") or _arch_of(config["model_cfg"])
-    model_config(arch)  # registers the project's architectures in this process
-    return Export(loc.uri, arch, config, storage.read_bytes(loc.join(WEIGHTS_NAME)))
-
-
-def load_exported(uri: str, s3: storage.S3Options | None = None) -> tuple[torch.nn.Module, str]:
-    """A model exported by `export_model` (folder or s3:// prefix) and its architecture name."""
-    export = read_export(uri, s3)
-    return export.build(), export.arch
-
-
-def _arch_of(model_cfg: dict) -> str:
-    register_configs()
-    for name in open_clip.list_models():
-        if open_clip.get_model_config(name) == model_cfg:
-            return name
-    raise ModelLoadError("the exported config matches no known open_clip architecture")

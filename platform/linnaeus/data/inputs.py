@@ -1,4 +1,5 @@
-"""Ingest inputs: what to read and under which taxon, for the folder, CSV and WebDataset formats.
+"""Ingest inputs: what to read and under which taxon, for the folder, CSV and WebDataset formats (and
+the folder format read in place by evaluation).
 
 Notable:
 - Planning runs on the driver and touches metadata only (a directory listing, one CSV, the tar list);
@@ -14,27 +15,21 @@ Notable:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Iterator
 
 from linnaeus import storage
+from linnaeus.config import InputFormat
+from linnaeus.images import IMAGE_SUFFIXES
 from linnaeus.taxonomy import RANKS, Taxon, TaxonomyError, clean_name, parse_tagged
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TAXA_CSV = "taxa.csv"
 
-
-class InputFormat(str, Enum):
-    FOLDER = "folder"
-    CSV = "csv"
-    WEBDATASET = "webdataset"
-
-
-class SourceError(ValueError):
+class InputError(ValueError):
     """The input as a whole cannot be planned (missing taxa.csv, no tars, bad CSV header...)."""
 
 
@@ -63,7 +58,7 @@ def read_csv(loc: storage.Location, required: tuple[str, ...]) -> list[tuple[int
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
-        raise SourceError(f"{loc.uri}: missing column(s) {missing}; header is {reader.fieldnames}")
+        raise InputError(f"{loc.uri}: missing column(s) {missing}; header is {reader.fieldnames}")
     # Line numbers as an editor shows them (header is line 1).
     return [(i + 2, row) for i, row in enumerate(reader)]
 
@@ -76,7 +71,7 @@ def plan_folder(root: storage.Location) -> Plan:
     """`images/<folder>/*` plus `taxa.csv` (folder, kingdom..species, common_name)."""
     taxa_loc = root.join(TAXA_CSV)
     if not storage.exists(taxa_loc):
-        raise SourceError(f"{taxa_loc.uri}: not found (the folder format needs taxa.csv beside images/)")
+        raise InputError(f"{taxa_loc.uri}: not found (the folder format needs taxa.csv beside images/)")
     plan = Plan()
     taxa: dict[str, Taxon] = {}
     bad_folders: dict[str, str] = {}
@@ -106,7 +101,7 @@ def plan_folder(root: storage.Location) -> Plan:
         plan.items.append(_item(ref, rel, taxa[folder]))
         plan.input_bytes += info.size or 0
     if not plan.items and not plan.rejects:
-        raise SourceError(f"{images.uri}: no images found")
+        raise InputError(f"{images.uri}: no images found")
     return plan
 
 
@@ -140,7 +135,7 @@ def plan_webdataset(root: storage.Location) -> Plan:
     else:
         tars = [i for i in storage.list_files(root, recursive=True) if i.path.endswith(".tar")]
     if not tars:
-        raise SourceError(f"{root.uri}: no .tar shards found")
+        raise InputError(f"{root.uri}: no .tar shards found")
     plan = Plan()
     for info in tars:
         plan.items.append({"tar": info.path})
@@ -185,7 +180,7 @@ def webdataset_taxon(members: dict[str, bytes]) -> Taxon:
     else:
         raise TaxonomyError("no taxonTag.txt or taxonomic_name.txt member")
     fallbacks = {taxon.scientific_name(), taxon.taxonomic_name(), _text(members, "scientific_name.txt")}
-    return Taxon(*taxon.lineage, common_name=None if common in fallbacks else common)
+    return dataclasses.replace(taxon, common_name=None if common in fallbacks else common)
 
 
 def read_webdataset_tar(data: bytes, tar_name: str) -> Iterator[dict]:

@@ -52,7 +52,7 @@ class StepFlops:
 
 
 def step_flops(model_cfg: dict, global_batch: int, text_tokens: float | None = None) -> StepFlops:
-    """FLOPs per image for an open_clip CLIP config (`linnaeus.models.model_config(arch)`), with captions
+    """FLOPs per image for an open_clip CLIP config (`linnaeus.clip.models.model_config(arch)`), with captions
     of `text_tokens` tokens (default: the full context)."""
     v, t, embed = model_cfg["vision_cfg"], model_cfg["text_cfg"], model_cfg["embed_dim"]
     size = v.get("image_size", 224)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from linnaeus import storage
 from linnaeus.data import shards
-from linnaeus.taxonomy import ALL_TEXT_TYPES, RANKS, Taxon, TextSampler, TextType
+from linnaeus.text import TextSampler, make_source
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -29,12 +29,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def export_webdataset(corpus: str, output: str | Path, text_types: tuple[TextType, ...] = ALL_TEXT_TYPES,
-                      seed: int = 0, s3: storage.S3Options | None = None) -> list[Path]:
+def export_webdataset(corpus: str, output: str | Path, text_types: tuple[str, ...] | None = None, seed: int = 0,
+                      s3: storage.S3Options | None = None, text_source: str = "taxonomic") -> list[Path]:
     """Write one `NNNNNN.tar` per shard of `corpus` into the local folder `output`; returns the tars."""
     root = storage.resolve(corpus, s3)
     manifest = shards.read_manifest(root)
-    sampler = TextSampler(text_types, seed=seed)
+    source = make_source(text_source)
+    sampler = TextSampler(source, text_types or source.kinds, seed=seed)
+    columns = ["image", "image_id", *(c for c in source.columns if c not in ("image", "image_id"))]
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     written, key = [], 0
@@ -44,10 +46,9 @@ def export_webdataset(corpus: str, output: str | Path, text_types: tuple[TextTyp
         with loc.fs.open_input_file(loc.path) as handle, tarfile.open(path, "w") as tar:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                cols = parquet.read_row_group(group, columns=["image", "image_id", *RANKS, "common_name"]).to_pydict()
-                taxa = [Taxon(*(cols[r][i] for r in RANKS), common_name=cols["common_name"][i])
-                        for i in range(len(cols["image_id"]))]  # as the stream builds them
-                for image, caption in zip(cols["image"], sampler.captions(taxa, cols["image_id"])):
+                cols = parquet.read_row_group(group, columns=columns).to_pydict()
+                captions = sampler.captions_of_rows(cols, cols["image_id"])  # as the stream draws them
+                for image, caption in zip(cols["image"], captions):
                     if caption is None:
                         continue
                     _add(tar, f"{key:09d}.jpg", image)

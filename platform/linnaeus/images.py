@@ -1,12 +1,17 @@
-"""Checking and normalising one encoded image at ingest: what we keep, convert, or refuse, and why.
+"""Encoded images: checked, decoded and normalised the same way at ingest, in the stream, in evaluation
+and for clients of the service; what is kept, converted or refused, and why.
 
 Notable:
 - The pixel count is checked from the header, before any pixel is decoded, so a decompression bomb
   costs nothing (PIL's own bomb guard is replaced by our explicit limit and reason).
-- A baseline RGB JPEG that needs no resize keeps its original bytes (no second lossy pass); everything
-  else (CMYK, 16-bit, alpha, palette, grayscale, PNG/WebP/...) is converted to 8-bit RGB and re-encoded
-  as JPEG, and the conversion is reported.
-- Every refusal raises `ImageRejected` with a short machine-readable reason and a human detail.
+- Ingest (`clean_image`): a baseline RGB JPEG that needs no resize keeps its original bytes (no second
+  lossy pass); everything else (CMYK, 16-bit, alpha, palette, grayscale, PNG/WebP/...) is converted to
+  8-bit RGB and re-encoded as JPEG, and the conversion is reported.
+- Requests (`decode_image`): limits are checked in the cheapest order (bytes, then the pixel count from
+  the header, then proportions, then the decode itself) and EXIF orientation is applied: phone photos
+  arrive rotated in their pixels and upright in their tags.
+- Every refusal raises `ImageRejected` with a short machine-readable reason (`empty`, `too_large`,
+  `not_an_image`, `too_many_pixels`, `extreme_aspect_ratio`, `undecodable`) and a human detail.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: far above any photo a 224-px model needs, far below a bomb
 JPEG_QUALITY = 95
 _EXIF_ORIENTATION = 0x0112
@@ -114,4 +120,40 @@ def decode_rgb(data: bytes) -> Image.Image:
         img.load()
         return img if img.mode == "RGB" else img.convert("RGB")
     except Exception as exc:
+        raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one image sent by a client may be."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    # The eval transform resizes the shorter side to the model's size: a 20 x 2,000,000 strip (tiny as
+    # a PNG, under any pixel limit) would become 224 x 22,400,000 pixels.
+    max_aspect_ratio: float = 20.0
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Encoded bytes from a client -> an upright 8-bit RGB PIL image, or ImageRejected saying why not."""
+    if not data:
+        raise ImageRejected("empty", "zero bytes")
+    if len(data) > limits.max_bytes:
+        raise ImageRejected("too_large", f"{len(data):,} bytes > limit {limits.max_bytes:,}")
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+    except Exception as exc:  # PIL raises many types for non-images
+        raise ImageRejected("not_an_image", f"{type(exc).__name__}: {exc}") from None
+    if width * height > limits.max_pixels:
+        raise ImageRejected("too_many_pixels",
+                            f"{width}x{height} = {width * height:,} pixels > limit {limits.max_pixels:,}")
+    if max(width, height) > limits.max_aspect_ratio * max(1, min(width, height)):
+        raise ImageRejected("extreme_aspect_ratio",
+                            f"{width}x{height}: sides differ more than {limits.max_aspect_ratio:g} times")
+    try:
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # in place: without a tag, the default copies the image
+        return to_rgb(img)[0]  # alpha on white, 16-bit scaled, as at ingest
+    except Exception as exc:  # truncated or corrupt pixel data
         raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None

@@ -1,6 +1,6 @@
 """The training benchmark: one recipe measured four ways, side by side.
 
-- `ceiling`: the model-only rate (synthetic tensors, `linnaeus.train.ceiling`), per device.
+- `ceiling`: the model-only rate (synthetic tensors, `linnaeus.bench.ceiling`), per device.
 - `data`: the data path alone: the recipe's Ray Data stream consumed as a train worker consumes it
   (decoded, cropped, normalised on its device), with no model. When this is below the ceiling, the
   data path cannot feed the GPU whatever the trainer does: the case for `data.decode: gpu`.
@@ -20,20 +20,21 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from linnaeus import storage
+from linnaeus.bench import flops
+from linnaeus.bench.openclip import run_openclip
+from linnaeus.bench.webdataset import export_webdataset
+from linnaeus.clip.models import model_config
 from linnaeus.config import TrainConfig
 from linnaeus.data.loader import iter_train_batches
 from linnaeus.data.stream import build_stream
-from linnaeus.data.webdataset import export_webdataset
-from linnaeus.models import model_config
-from linnaeus.train import flops
-from linnaeus.train.openclip_baseline import run_openclip
 from linnaeus.train.plan import TrainPlan
-
+from linnaeus.train.trainer import run_training
 
 
 def steady(records: list[dict], first_step: int, batch_per_step: int, step_key: str = "step") -> dict:
@@ -77,8 +78,6 @@ def data_only(plan: TrainPlan, device: torch.device, batches: int, warmup: int) 
 
 def end_to_end(plan: TrainPlan, warmup: int) -> dict:
     """The real training job; its steady-state rate per GPU from the run's metric history."""
-    from linnaeus.train.trainer import run_training
-
     summary = run_training(plan)
     history = json.loads(storage.read_bytes(storage.resolve(summary["export"], plan.config.s3).join(
         "metrics.json")))
@@ -98,7 +97,8 @@ def openclip(plan: TrainPlan, workdir: Path, steps: int, warmup: int, workers: i
              device: str) -> dict:
     """open_clip_train on the recipe's corpus and settings (one process, one device)."""
     c = plan.config
-    tars = export_webdataset(c.data.data, workdir / "wds", tuple(c.data.text_types), c.data.seed, c.data.s3)
+    tars = export_webdataset(c.data.data, workdir / "wds", tuple(c.data.text_types), c.data.seed, c.data.s3,
+                             c.data.text_source)
     start = time.perf_counter()
     records, output = run_openclip(c, tars, steps, workdir / "logs", workers, log_every, device)
     (workdir / "openclip.log").write_text(output)
@@ -149,3 +149,79 @@ def add_flops(result: dict, cfg: TrainConfig, device: torch.device, measured: fl
     if measured:
         result.update({"measured_matmul_tflops": measured, "mfu_of_measured": flops.mfu(rate, per_image, measured)})
     return result
+
+
+MODES = ("ceiling", "data", "e2e", "openclip")
+GOALS = {"e2e_over_ceiling": 0.95, "e2e_images_per_s": 3000.0, "linnaeus_over_openclip": 1.3}
+
+
+@dataclass(frozen=True)
+class TrainBenchmark:
+    """What to measure: which modes, for how long, and where the runs and logs go."""
+
+    output: Path
+    modes: tuple[str, ...] = ("ceiling", "data", "e2e")
+    steps: int = 200  # optimiser steps of the e2e and openclip runs
+    warmup_steps: int = 40  # left out of their steady state
+    ceiling_steps: int = 30
+    ceiling_warmup: int = 10  # steps before timing (compilation)
+    data_batches: int = 100
+    openclip_workers: int = 1  # open_clip_train's dataloader processes
+    peak_tflops: float | None = None  # bf16 peak for MFU when the device is not in flops' table
+    matmul_probe: bool = True  # measure the bf16 matmul rate first
+
+
+def run_benchmark(plan: TrainPlan, opts: TrainBenchmark, log=print) -> dict:
+    """Every mode of `opts` on the recipe of `plan` (Ray is started here when a mode needs it)."""
+    from linnaeus.bench.ceiling import measure_ceiling
+    from linnaeus.runtime import init_ray
+    from linnaeus.train.trainer import share_cluster_cpus
+
+    cfg = plan.config
+    device = device_for(cfg)
+    measured = flops.measure_matmul_tflops(device) if device.type == "cuda" and opts.matmul_probe else None
+    results: dict = {"global_batch": cfg.global_batch, "measured_matmul_tflops": measured}
+    if "ceiling" in opts.modes:
+        ceiling = measure_ceiling(cfg, device, opts.ceiling_steps, opts.ceiling_warmup)
+        results["ceiling"] = add_flops(ceiling, cfg, device, measured, opts.peak_tflops, one_process=True)
+        log(report_line("ceiling", results["ceiling"]))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if {"data", "e2e"} & set(opts.modes):
+        init_ray()
+    if "data" in opts.modes:
+        results["data"] = data_only(share_cluster_cpus(plan), device, opts.data_batches, warmup=5)
+        log(report_line("data", results["data"]))
+    if "e2e" in opts.modes:
+        results["e2e"] = add_flops(end_to_end(plan, opts.warmup_steps), cfg, device, measured, opts.peak_tflops)
+        log(report_line("e2e", results["e2e"]))
+    if "openclip" in opts.modes:
+        baseline = openclip(plan, opts.output / "openclip", opts.steps, opts.warmup_steps, opts.openclip_workers,
+                            cfg.schedule.log_every, device.type)
+        results["openclip"] = add_flops(baseline, cfg, device, measured, opts.peak_tflops, one_process=True)
+        log(report_line("openclip", results["openclip"]))
+    results["summary"] = summarise(results)
+    results["goals"] = goals(results)
+    return results
+
+
+def report_line(mode: str, r: dict) -> str:
+    parts = [f"[{mode}] {r['images_per_s']:,.0f} img/s per GPU" if r.get("images_per_s") else f"[{mode}] -"]
+    if r.get("mfu") is not None:
+        parts.append(f"MFU {r['mfu']:.1%} of {r['peak_bf16_tflops']:g} TFLOP/s")
+    if r.get("mfu_of_measured") is not None:
+        parts.append(f"{r['mfu_of_measured']:.1%} of the measured {r['measured_matmul_tflops']:.0f}")
+    if r.get("gflop_per_image"):
+        parts.append(f"{r['gflop_per_image']:.1f} GFLOP/img")
+    if r.get("data_wait") is not None:
+        parts.append(f"data wait {r['data_wait']:.0%}")
+    if r.get("peak_gpu_mem_gib"):
+        parts.append(f"peak {r['peak_gpu_mem_gib']:.1f} GiB")
+    return " | ".join(parts)
+
+
+def goals(results: dict) -> dict:
+    s, e2e = results["summary"], (results.get("e2e") or {}).get("images_per_s")
+    have = {"e2e_over_ceiling": s.get("e2e_over_ceiling"), "e2e_images_per_s": e2e,
+            "linnaeus_over_openclip": s.get("linnaeus_over_openclip")}
+    return {k: {"goal": GOALS[k], "measured": v, "met": v >= GOALS[k]} for k, v in have.items() if v is not None}
