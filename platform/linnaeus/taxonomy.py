@@ -122,6 +122,15 @@ class Taxon:
         common = columns.get("common_name") or [None] * rows
         return [cls(*(columns[r][i] or None for r in RANKS), common_name=common[i] or None) for i in range(rows)]
 
+    def truncated(self, rank: str) -> "Taxon | None":
+        """The taxon cut at `rank`, or None when that rank is unknown. Cut at species it is the whole
+        taxon, common name included (zero-shot's `taxonomic_common` names need it); above species the
+        common name goes, since it names the species, not its genus or family."""
+        depth = RANKS.index(rank) + 1
+        if self.lineage[depth - 1] is None:
+            return None
+        return self if depth == len(RANKS) else Taxon(*self.lineage[:depth])
+
     @property
     def lineage(self) -> tuple[str | None, ...]:
         return (self.kingdom, self.phylum, self.class_, self.order, self.family, self.genus,

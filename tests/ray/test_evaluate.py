@@ -77,6 +77,8 @@ def test_two_text_types_of_one_model_are_reported_side_by_side(corpus, tmp_path,
     models = json.loads((tmp_path / "eval" / "results.json").read_text())["models"]
     assert set(models) == {"arch:linnaeus-tiny [scientific]", "arch:linnaeus-tiny [common]"}
     assert models["arch:linnaeus-tiny [scientific]"]["zeroshot"]["classes"] == 8
+    # every taxon of the synthetic corpus has a common name: none falls back to its taxonomic name
+    assert models["arch:linnaeus-tiny [common]"]["zeroshot"]["names_fallen_back_to_taxonomic"] == 0
     assert "text type per column" in (tmp_path / "eval" / "report.md").read_text()
 
 

@@ -12,7 +12,7 @@ from linnaeus.clip.models import create_model
 from linnaeus.clip.templates import TEMPLATES
 from linnaeus.clip.towers import average_templates, classifier
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
-from linnaeus.taxonomy import Taxon
+from linnaeus.taxonomy import Taxon, TextType
 from linnaeus.text.taxonomic import class_names
 
 PICA = Taxon("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "hudsonia", "black-billed magpie")
@@ -180,3 +180,43 @@ def test_classifiers_of_several_rank_lists_from_one_encoder_pass_equal_each_alon
     for rank, names in groups.items():
         alone = average_templates(encode, names, TEMPLATES["single"])
         torch.testing.assert_close(together[rank], alone, rtol=0, atol=1e-6)
+
+
+def test_a_species_class_keeps_its_common_name_and_coarser_classes_drop_it():
+    species, _ = ranks.rank_classes([PICA, PICA2, CORVUS, ROSA], "species")
+    assert {c.species: c.common_name for c in species} == {
+        "hudsonia": "black-billed magpie", "pica": "Eurasian magpie", "corax": None, "canina": "dog rose"}
+    genera, _ = ranks.rank_classes([PICA, PICA2, CORVUS, ROSA], "genus")
+    assert all(c.common_name is None and c.species is None for c in genera)
+
+
+@pytest.mark.parametrize("text_type", [t.value for t in TextType])
+def test_zero_shot_class_names_are_the_bioclip_captions_of_each_text_type(text_type):
+    classes, _ = ranks.rank_classes([ROSA, PICA, PICA2, PICA], "species")
+    names, fallbacks = class_names(classes, text_type)
+    assert fallbacks == 0  # every row here has a common name
+    assert [f"a photo of {n}." for n in names] == [c.caption(text_type) for c in classes]
+    assert TEMPLATES["single"][0](names[0]) == PICA.caption(text_type)  # classes sort by lineage
+
+
+def test_zero_shot_counts_a_fallback_only_for_rows_without_the_parts_and_the_report_says_so():
+    from linnaeus.config import EvalConfig
+    from linnaeus.eval.embed import EvalSet
+    from linnaeus.eval.evaluate import zero_shot
+    from linnaeus.eval.report import markdown
+    from linnaeus.eval.texts import local_texts
+
+    taxa = [PICA, PICA2, CORVUS, ROSA, PICA, CORVUS]
+    data = EvalSet(torch.nn.functional.normalize(torch.randn(len(taxa), 64, generator=torch.Generator().manual_seed(0)),
+                                                 dim=-1), taxa, [str(i) for i in range(len(taxa))], [None] * len(taxa))
+    texts = local_texts(create_model("linnaeus-tiny", seed=0).eval(), "linnaeus-tiny")
+    cfg = EvalConfig(model="m", data="d", output="o", tasks=["zeroshot"], templates="single")
+    result = {"images": len(taxa), "skipped_images": 0, "zeroshot": zero_shot(texts, data, cfg)}
+    assert result["zeroshot"]["names_fallen_back_to_taxonomic"] == 1  # Corvus corax has no common name
+    assert result["zeroshot"]["text_type"] == "taxonomic_common"
+    assert ("Zero-shot, m: 1 of 4 classes lack the parts of the taxonomic_common text type (no common name in "
+            "the data), so their class text is the taxonomic name instead.") in markdown({"m": result}, cfg)
+    scientific = cfg.model_copy(update={"text_type": TextType.SCIENTIFIC})
+    result["zeroshot"] = zero_shot(texts, data, scientific)
+    assert result["zeroshot"]["names_fallen_back_to_taxonomic"] == 0
+    assert "Zero-shot, m:" not in markdown({"m": result}, scientific)

@@ -250,3 +250,13 @@ def test_a_rebuilt_bank_replaces_the_old_parts_only_once_the_new_ones_are_writte
     write_meta(out, {"dim": 4})
     assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["_bank.json", "new.parquet"]
     assert len(LabelBank.load(out.uri)) == 3
+
+
+def test_bank_groups_at_species_keep_common_names_and_coarser_groups_have_none():
+    taxa = [t.taxon for t in make_tree(6, seed=2)]
+    bank = LabelBank(taxa, torch.nn.functional.normalize(torch.randn(len(taxa), 4), dim=-1))
+    of_entry, species = bank.groups("species")
+    assert [g.common_name for g in species] == [t.common_name for t in taxa] and all(g.common_name for g in species)
+    assert of_entry.tolist() == list(range(len(taxa)))
+    _, genera = bank.groups("genus")
+    assert genera and all(g.common_name is None and g.species is None for g in genera)

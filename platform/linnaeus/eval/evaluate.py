@@ -26,7 +26,7 @@ from linnaeus.config import EvalConfig
 from linnaeus.eval import fewshot, hierarchy, ranks, retrieval, zeroshot
 from linnaeus.eval.embed import EvalSet
 from linnaeus.eval.texts import TextEncoder, local_texts
-from linnaeus.taxonomy import RANKS
+from linnaeus.taxonomy import RANKS, TextType
 from linnaeus.text.taxonomic import class_names
 
 
@@ -51,7 +51,8 @@ def zero_shot(texts: TextEncoder, data: EvalSet, cfg: EvalConfig) -> dict:
                                                  if len(rank_classes) >= 2}}, cfg.templates)
     top = _top(data, labels, weights[""])
     known = labels >= 0
-    out = {"classes": len(classes), "images": int(known.sum()), "names_fallen_back_to_taxonomic": fallbacks,
+    out = {"classes": len(classes), "images": int(known.sum()), "text_type": TextType(cfg.text_type).value,
+           "names_fallen_back_to_taxonomic": fallbacks,
            **zeroshot.accuracy_from_top(top, labels[known])}
     predicted = [classes[i] for i in top[:, 0].tolist()]
     truth = [t for t, k in zip(data.taxa, known.tolist()) if k]

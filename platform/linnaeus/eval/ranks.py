@@ -7,6 +7,8 @@ Notable:
   ("Animalia Chordata Aves" at class). Scientific and common names do not exist above genus, so direct
   rank classification always uses the taxonomic text type.
 - Images whose own lineage is unknown at a rank are left out of that rank's figure (the count is kept).
+- A class at species is the whole taxon, common name included (`Taxon.truncated`): zero-shot names its
+  classes in the asked text type, `taxonomic_common` included.
 """
 
 from __future__ import annotations
@@ -16,14 +18,6 @@ from typing import Sequence
 import torch
 
 from linnaeus.taxonomy import RANKS, Taxon
-
-
-def truncate(taxon: Taxon, rank: str) -> Taxon | None:
-    """The taxon cut at `rank` (None when the rank is unknown)."""
-    depth = RANKS.index(rank) + 1
-    if taxon.lineage[depth - 1] is None:
-        return None
-    return Taxon(*taxon.lineage[:depth], *([None] * (len(RANKS) - depth)))
 
 
 def via_species(predicted: Sequence[Taxon], truth: Sequence[Taxon]) -> dict[str, dict]:
@@ -39,7 +33,7 @@ def via_species(predicted: Sequence[Taxon], truth: Sequence[Taxon]) -> dict[str,
 
 def rank_classes(truth: Sequence[Taxon], rank: str) -> tuple[list[Taxon], torch.Tensor]:
     """Distinct lineages at `rank` and each image's index among them (-1 when unknown at that rank)."""
-    cut = [truncate(t, rank) for t in truth]
+    cut = [t.truncated(rank) for t in truth]
     classes = sorted({c for c in cut if c is not None}, key=lambda c: c.key)
     index = {c: i for i, c in enumerate(classes)}
     return classes, torch.tensor([index[c] if c is not None else -1 for c in cut], dtype=torch.long)

@@ -66,7 +66,22 @@ def markdown(results: dict[str, dict], cfg: EvalConfig) -> str:
              f"figures in %.", "",
              "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows(results, cfg)]
-    return "\n".join(lines) + "\n"
+    notes = fallback_notes(results)
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def fallback_notes(results: dict[str, dict]) -> list[str]:
+    """A sentence per column whose zero-shot class names could not all be written in the asked text type
+    (rows without a common name, say); nothing when every class could."""
+    notes = []
+    for name, result in results.items():
+        z = result.get("zeroshot") or {}
+        fell = z.get("names_fallen_back_to_taxonomic", 0)
+        if fell:
+            notes.append(f"Zero-shot, {name}: {fell} of {z['classes']} classes lack the parts of the "
+                         f"{z.get('text_type', 'asked')} text type (no common name in the data), so their "
+                         "class text is the taxonomic name instead.")
+    return notes
 
 
 def write(results: dict[str, dict], pngs: dict[str, bytes], cfg: EvalConfig) -> storage.Location:

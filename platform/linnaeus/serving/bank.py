@@ -89,18 +89,12 @@ class LabelBank:
         return {}
 
     def _group(self, rank: str) -> tuple[torch.Tensor, list[Taxon]]:
-        depth = RANKS.index(rank) + 1
-        keys: dict[tuple, int] = {}
+        groups: dict[Taxon, int] = {}  # a taxon's identity is its lineage: the first entry names a group
         of_entry = []
         for taxon in self.taxa:
-            if taxon.lineage[depth - 1] is None:
-                of_entry.append(-1)
-                continue
-            of_entry.append(keys.setdefault(taxon.lineage[:depth], len(keys)))
-        common = {t.lineage: t.common_name for t in self.taxa} if depth == len(RANKS) else {}
-        groups = [Taxon(*lineage, *([None] * (len(RANKS) - depth)), common_name=common.get(lineage))
-                  for lineage in keys]
-        return torch.tensor(of_entry, dtype=torch.long), groups
+            cut = taxon.truncated(rank)
+            of_entry.append(-1 if cut is None else groups.setdefault(cut, len(groups)))
+        return torch.tensor(of_entry, dtype=torch.long), list(groups)
 
     # --- storage ---------------------------------------------------------------------------------
     def save(self, uri: str, s3: storage.S3Options | None = None) -> storage.Location:
