@@ -68,6 +68,8 @@ def params_model(cls: type) -> type[BaseModel]:
 def load_plugins(modules: Iterable[str]) -> None:
     """Import the modules that register plugin parts; a module that cannot be imported is an error
     naming it (the import system caches modules, so this is cheap after the first call)."""
+    if isinstance(modules, str):
+        raise ValueError(f"plugins: a list of module names, got the string {modules!r} (write [{modules}])")
     for name in modules:
         try:
             importlib.import_module(name)

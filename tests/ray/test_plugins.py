@@ -64,6 +64,18 @@ def test_the_recipe_names_the_parts_and_the_stream_follows_them(corpus, tmp_path
         recipe(corpus, tmp_path, "objective.momentum=fast")
 
 
+def test_a_plugin_text_source_alone_reaches_the_streams_readers(corpus, tmp_path):
+    """First Ray work of the module: no worker has imported the plugin yet (a recipe naming only a text
+    source gives the workers nothing else that would import it)."""
+    cfg = load_yaml(TrainConfig, DEMO, [f"plugins=[{PLUGIN}]", "data.text_source=test-kingdom", f"data.data={corpus}",
+                                        f"checkpoint.storage_path={tmp_path}", "data.preprocess_batch=16"]).data
+    batches = iter_train_batches(build_stream(cfg).dataset.iterator(), cfg, batch_size=8)
+    batch = next(iter(batches))
+    batches.close()
+    captions = [decode_tokens(cfg, t) for t in batch["text"]]
+    assert all(c.startswith("a living thing of the kingdom ") or " of the genus " in c for c in captions), captions
+
+
 @pytest.mark.parametrize("decode", ["cpu", "hybrid"])
 def test_the_stream_draws_the_sources_captions_and_crops_the_objectives_view(corpus, tmp_path, decode):
     cfg = recipe(corpus, tmp_path, f"data.decode={decode}").data

@@ -63,3 +63,17 @@ def test_serve_args_come_from_a_file_with_overrides(tmp_path):
         load_serve_args({"config": str(path), "set": ["limits.max_images=0"]})
     with pytest.raises(ConfigError, match=r"serve args: invalid configuration\n  model: Field required"):
         load_serve_args({})
+
+
+def test_serve_args_override_a_files_section_field_by_field(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("model: m\nlimits: {max_images: 8, max_labels: 20}\n")
+    cfg = load_serve_args({"config": str(path), "limits": {"max_images": 4}})
+    assert (cfg.limits.max_images, cfg.limits.max_labels) == (4, 20)
+
+
+def test_plugins_given_as_one_string_are_refused_naming_the_fix(tmp_path):
+    from linnaeus.config import StreamConfig
+
+    with pytest.raises(ValueError, match=r"plugins: a list of module names, got the string 'mylab.parts'"):
+        StreamConfig.model_validate({"data": "x", "plugins": "mylab.parts"})

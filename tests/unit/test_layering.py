@@ -9,6 +9,8 @@ reaches into another room's private names, and Ray where the house rules keep it
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,9 @@ def imports(source: str) -> list[tuple[str, list[str], int]]:
     """(module, names imported from it, line) for every import in `source`, nested ones included."""
     out = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:  # checked below: relative imports are refused
+            out.append(("." * node.level + (node.module or ""), [a.name for a in node.names], node.lineno))
+        elif isinstance(node, ast.ImportFrom) and node.module:
             out.append((node.module, [a.name for a in node.names], node.lineno))
         elif isinstance(node, ast.Import):
             out += [(a.name, [], node.lineno) for a in node.names]
@@ -68,6 +72,8 @@ def violations(room: str, where: str, source: str) -> list[str]:
     """What `source` (a module of `room`, shown as `where`) imports that the floor plan forbids."""
     out = []
     for module, names, line in imports(source):
+        if module.startswith("."):
+            out.append(f"{where}:{line} imports {module} relatively: write linnaeus.<room> so the plan can read it")
         for other in linnaeus_rooms(module, names):
             if other != room and other not in ALLOWED[room]:
                 out.append(f"{where}:{line} imports linnaeus.{other} ({room} may import "
@@ -105,6 +111,7 @@ def test_every_room_is_placed_in_the_floor_plan():
     ("clip", "from linnaeus import config"),
     ("objectives", "import ray.train"),
     ("serving", "import ray"),
+    ("serving", "from ..eval import zeroshot"),
 ])
 def test_a_back_edge_is_caught_wherever_it_hides(room, source):
     assert violations(room, "x.py", source)
@@ -118,3 +125,12 @@ def test_no_module_takes_another_modules_private_names():
             if module.startswith(("linnaeus", "serve")) and private:
                 found.append(f"{path.relative_to(ROOT)}:{line} imports {private} from {module}")
     assert not found, "\n".join(found)
+
+
+def test_configs_and_the_data_plane_load_without_torch():
+    """Every Ray worker that unpickles a config imports linnaeus.config: ingest's image workers must not pay
+    for torch and open_clip (seconds per process), which the registries behind a recipe's checks bring."""
+    probe = ("import sys, linnaeus.config, linnaeus.data.ingest, linnaeus.data.inputs; "
+             "print(sorted(m for m in ('torch', 'open_clip', 'ray.train') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

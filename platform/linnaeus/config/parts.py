@@ -10,18 +10,15 @@ Notable:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError, model_serializer, model_validator
 
-from linnaeus.clip.text_towers import TEXT_TOWERS
 from linnaeus.config.base import Strict, errors_text
-from linnaeus.objectives import OBJECTIVES
 from linnaeus.registry import Registry, params_model
 
 
 class PartRef(Strict):
-    registry: ClassVar[Registry]
     name: str
     params: Any = None  # the part's Params, validated
 
@@ -34,15 +31,19 @@ class PartRef(Strict):
             return {"name": raw.get("name"), "params": {k: v for k, v in raw.items() if k != "name"}}
         return raw
 
+    @staticmethod
+    def registry() -> Registry:
+        raise NotImplementedError
+
     @model_validator(mode="after")
     def _resolve(self) -> "PartRef":
-        part = self.registry.get(self.name)
+        part = self.registry().get(self.name)
         if not isinstance(self.params, BaseModel) or type(self.params) is not params_model(part):
             raw = self.params.model_dump() if isinstance(self.params, BaseModel) else (self.params or {})
             try:
                 self.params = params_model(part).model_validate(raw)
             except ValidationError as exc:
-                raise ValueError(f"{self.registry.kind} {self.name!r}: " + "; ".join(errors_text(exc))) from None
+                raise ValueError(f"{self.registry().kind} {self.name!r}: " + "; ".join(errors_text(exc))) from None
         return self
 
     @model_serializer(mode="plain")
@@ -50,9 +51,18 @@ class PartRef(Strict):
         return {"name": self.name, **self.params.model_dump(mode="json")}
 
 
+# The registries are imported when a reference is checked, not with the config package: they bring torch.
 class ObjectiveRef(PartRef):
-    registry = OBJECTIVES
+    @staticmethod
+    def registry() -> Registry:
+        from linnaeus.objectives import OBJECTIVES
+
+        return OBJECTIVES
 
 
 class TextTowerRef(PartRef):
-    registry = TEXT_TOWERS
+    @staticmethod
+    def registry() -> Registry:
+        from linnaeus.clip.text_towers import TEXT_TOWERS
+
+        return TEXT_TOWERS

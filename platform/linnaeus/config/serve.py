@@ -74,11 +74,20 @@ class ServeArgs(Strict):
 
 def load_serve_args(args: dict) -> ServeArgs:
     """`args:` of a Serve config as ServeArgs. `config: FILE` reads the fields from a YAML file first, the
-    other keys override it, and `set: [key.sub=value, ...]` overrides last, as every job's --set does."""
+    other keys override it section by section, and `set: [key.sub=value, ...]` overrides last, as every
+    job's --set does."""
     raw = dict(args)
     path, overrides = raw.pop("config", None), raw.pop("set", None) or []
     if isinstance(overrides, str):
         overrides = [overrides]
     base = read_yaml(path) if path else {}
-    return validate(ServeArgs, apply_overrides({**base, **raw}, overrides),
+    return validate(ServeArgs, apply_overrides(_merged(base, raw), overrides),
                     f"serve args ({path})" if path else "serve args")
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, section by section (a `limits:` in args changes only the limits it names)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -15,11 +15,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from linnaeus.clip.text_towers import make_tower
 from linnaeus.config.base import Strict
 from linnaeus.config.parts import TextTowerRef
-from linnaeus.objectives import View
-from linnaeus.objectives.base import check_crop_scale
+from linnaeus.objectives.views import View, check_crop_scale
 from linnaeus.registry import load_plugins
 from linnaeus.storage import S3Options
 from linnaeus.text import Mixing, make_source
@@ -94,7 +92,7 @@ class StreamConfig(Strict):
     def _tower_takes_cut_text(cls, v: bool, info: ValidationInfo) -> bool:
         if v and "model" in info.data and "text_tower" in info.data:
             tower = info.data["text_tower"]
-            problem = make_tower(tower.name, tower.params).cut_text_problem(info.data["model"])
+            problem = _tower(tower.name, tower.params).cut_text_problem(info.data["model"])
             if problem:
                 raise ValueError(f"{info.data['model']} cannot take cut text: {problem} (set data.cut_text: false)")
         return v
@@ -102,5 +100,11 @@ class StreamConfig(Strict):
     @model_validator(mode="after")
     def _tower_context(self) -> "StreamConfig":
         if "context_length" not in self.model_fields_set:
-            self.context_length = make_tower(self.text_tower.name, self.text_tower.params).context_length(self.model)
+            self.context_length = _tower(self.text_tower.name, self.text_tower.params).context_length(self.model)
         return self
+
+
+def _tower(name: str, params):
+    from linnaeus.clip.text_towers import make_tower  # torch: loaded when a recipe is checked, not on import
+
+    return make_tower(name, params)

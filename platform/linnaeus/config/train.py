@@ -5,6 +5,8 @@ Notable:
 - Parts are named by registry key: `objective` (default `clip`), `model.text_tower` (default
   `open_clip`), `data.text_source` (default `taxonomic`). `plugins` lists modules that define parts
   outside the package; they are imported before any key is checked.
+- torch, open_clip and the registries are imported when a recipe is checked, not with this module: a
+  job or a Ray worker that only reads an ingest or evaluation config never pays for them.
 - The data section follows the recipe unless set: `data.model`, `data.image_size`, `data.text_tower`
   (hence the tokenizer and context length), `data.plugins` and `data.views` come from the model and the
   objective, and must agree with them when set; `data.cut_text` is on wherever the text tower allows it.
@@ -16,13 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from linnaeus.clip import float8
-from linnaeus.clip.models import ModelLoadError, model_config
-from linnaeus.clip.text_towers import make_tower
 from linnaeus.config.base import Strict
 from linnaeus.config.parts import ObjectiveRef, TextTowerRef
 from linnaeus.config.stream import StreamConfig
-from linnaeus.objectives import OBJECTIVES
 from linnaeus.registry import load_plugins
 from linnaeus.storage import S3Options
 
@@ -45,6 +43,8 @@ class ModelSection(Strict):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
+        from linnaeus.clip.models import ModelLoadError, model_config
+
         try:
             model_config(v)
         except ModelLoadError as exc:
@@ -101,7 +101,7 @@ class TrainConfig(Strict):
     """A training recipe. See the module docstring for how `data` follows the model and objective."""
 
     data: StreamConfig
-    model: ModelSection = ModelSection()
+    model: ModelSection = Field(default_factory=ModelSection)
     objective: ObjectiveRef = Field(default_factory=lambda: ObjectiveRef(name="clip"),
                                     description="registered training objective (clip: gathered contrastive)")
     optim: OptimSection = OptimSection()
@@ -133,6 +133,11 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _agree(self) -> "TrainConfig":
+        from linnaeus.clip import float8
+        from linnaeus.clip.models import model_config
+        from linnaeus.clip.text_towers import make_tower
+        from linnaeus.objectives import OBJECTIVES
+
         tower = make_tower(self.model.text_tower.name, self.model.text_tower.params)
         from_model = {"model": self.model.arch, "image_size": _image_size(model_config(self.model.arch)["vision_cfg"]),
                       "context_length": tower.context_length(self.model.arch), "text_tower": self.model.text_tower}
@@ -161,6 +166,10 @@ class TrainConfig(Strict):
 
 def _derived(raw: dict) -> dict | None:
     """What the data section takes from the recipe's model and objective, or None if they do not resolve."""
+    from linnaeus.clip.models import ModelLoadError, model_config
+    from linnaeus.clip.text_towers import make_tower
+    from linnaeus.objectives import OBJECTIVES
+
     model = raw.get("model") or {}
     arch = model.get("arch", "ViT-B-16")
     try:

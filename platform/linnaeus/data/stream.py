@@ -106,8 +106,9 @@ class _ReadRowGroups:
     the corpus is large), and mixes them in a buffer of `shuffle_buffer` rows.
     """
 
-    def __init__(self, fs, units_ref, cfg: StreamConfig, start: int, num_units: int):
-        self.fs, self.units_ref, self.cfg = fs, units_ref, cfg
+    def __init__(self, fs, units_ref, cfg: StreamConfig, start: int, num_units: int, columns: list[str]):
+        # `columns` are worked out on the driver: a plugin text source is not registered in these tasks
+        self.fs, self.units_ref, self.cfg, self.columns = fs, units_ref, cfg, columns
         self.start, self.num_units = start, num_units
 
     @functools.cached_property
@@ -127,7 +128,7 @@ class _ReadRowGroups:
                 if parquet.num_row_groups != groups:  # rewritten behind the manifest's back
                     raise shards.CorpusError(f"{path}: {parquet.num_row_groups} row groups, the "
                                              f"manifest says {groups}; re-run the ingest")
-                table = parquet.read_row_group(group, columns=read_columns(self.cfg))
+                table = parquet.read_row_group(group, columns=self.columns)
             table = _with_position(table.take(rng.permutation(table.num_rows)), item, epoch)
             buffer = table if buffer is None else pa.concat_tables([buffer, table])
             if buffer.num_rows > self.cfg.shuffle_buffer:
@@ -271,7 +272,7 @@ def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start
     # The reader asks for a different CPU share than the preprocessing, always, so Ray Data does not
     # fuse the two: fused, the pair would take the larger batch size and bundle many items into one task.
     reader_cpus = READER_CPUS if cfg.preprocess_cpus != READER_CPUS else READER_CPUS * 0.9
-    ds = ds.map_batches(_ReadRowGroups(root.fs, ray.put(units), cfg, start, len(units)),
+    ds = ds.map_batches(_ReadRowGroups(root.fs, ray.put(units), cfg, start, len(units), read_columns(cfg)),
                         batch_size=None, batch_format="numpy", num_cpus=reader_cpus)
     # An actor pool, not tasks: each preprocess worker imports torch/open_clip and loads the tokenizer
     # once. As tasks, Ray reaps idle worker processes and the replacements pay those seconds again.

@@ -20,10 +20,10 @@ import torch
 
 from linnaeus.clip import towers
 from linnaeus.clip.text_towers import model_tokenizer
+from linnaeus.clip.towers import TEXTS_PER_BATCH
 from linnaeus.eval.modelref import load_model
 
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
-TEXTS_PER_BATCH = 1024
 ACTOR_CPUS = 0.25  # they wait on their GPU; Ray Data's own tasks keep the rest
 
 

@@ -11,8 +11,9 @@ Notable:
   They are not trained by the optimiser; what an objective trains belongs to the model.
 - `backward` runs every micro-batch of one optimiser step forward and backward and returns the step's
   loss (and any other figures, as tensors: nothing waits for the device). The default averages the
-  micro-batches' losses; an objective whose loss couples the images of a batch (contrastive) overrides
-  it. `after_step` runs after the optimiser (an EMA update, a clamp).
+  micro-batches' losses and reports the last micro-batch's other figures; an objective whose loss
+  couples the images of a batch (contrastive) overrides it. `after_step` runs after the optimiser (an
+  EMA update, a clamp).
 """
 
 from __future__ import annotations
@@ -21,33 +22,13 @@ import contextlib
 from typing import Callable, ClassVar, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 from torch import nn
 
+from linnaeus.objectives.views import View
 from linnaeus.registry import NoParams, Registry, params_model
 
 Batch = dict[str, torch.Tensor]
-
-
-class View(BaseModel):
-    """An extra random resized crop of every image, delivered as `view_<name>` [B, 3, size, size]."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    size: int = Field(ge=16, le=1024)
-    scale: tuple[float, float] = (0.9, 1.0)
-
-    @field_validator("scale")
-    @classmethod
-    def _scale_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return check_crop_scale(v)
-
-
-def check_crop_scale(v: tuple[float, float]) -> tuple[float, float]:
-    """A RandomResizedCrop scale (low, high) of the image area: 0 < low <= high <= 1."""
-    if not 0 < v[0] <= v[1] <= 1:
-        raise ValueError(f"need 0 < low <= high <= 1, got {v}")
-    return v
 
 
 def unwrap(model: nn.Module) -> nn.Module:
