@@ -30,7 +30,7 @@ def build_app(args: dict) -> Application:
     model = ModelServer.options(
         ray_actor_options={"num_cpus": cfg.model_cpus, "num_gpus": gpus},
         autoscaling_config=cfg.model_autoscaling.model_dump(), user_config=cfg.batching.model_dump(),
-    ).bind(cfg.model, cfg.bank, cfg.cache_size, cfg.s3, cfg.cuda_graphs)
+    ).bind(cfg.model, cfg.bank, cfg.cache_size, cfg.s3, cfg.cuda_graphs, cfg.bank_retry_s)
     return Ingress.options(
         ray_actor_options={"num_cpus": cfg.ingress_cpus}, autoscaling_config=cfg.ingress_autoscaling.model_dump(),
-    ).bind(cfg.limits, cfg.api_key_env, preprocess, model)
+    ).bind(cfg.limits, cfg.api_key_env, preprocess, model, cfg.api_key_file)

@@ -4,13 +4,15 @@ Notable:
 - Each endpoint takes JSON (images base64) or multipart (images as file parts, other fields as form
   fields); both are validated by the same pydantic model, and OpenAPI at /docs lists both.
 - Refusals are `ApiError`s with a status, a short reason and a message naming the field, index and
-  limit: 401 (API key), 413 (body, image bytes, pixels, counts), 422 (fields), 400 (an image that is
-  not one or has extreme proportions, bad base64, a subset name that matches nothing). A 500 means a
-  bug, never client input.
+  limit: 401 (API key), 429 (per-client limits), 413 (body, image bytes, pixels, counts), 422 (fields),
+  400 (an image that is not one or has extreme proportions, bad base64, a subset name that matches
+  nothing), 503 with Retry-After (the model replica died under the request, or its queue is full). A
+  500 means a bug, never client input or a lost replica.
 - Images are decoded and cropped to the model's input in a thread pool (PIL releases the GIL), and
   travel to the model deployment as one uint8 numpy array per request ([N, 3, S, S]).
-- The API key is read from the environment variable `ServeArgs.api_key_env` (fill it from a secret);
-  `/healthz` and `/docs` stay open for probes and readers.
+- The API key is read from `ServeArgs.api_key_file` (a mounted secret, re-read when it changes) or the
+  environment variable `api_key_env` (serve/auth.py); `/healthz` and `/docs` stay open for probes and
+  readers. Per-client rate and in-flight limits (serve/clients.py) answer 429 with Retry-After.
 - Every answer from `/v1/*` (refusals too, with the parts reached; not a client that hung up) carries
   a `Server-Timing` header (ms spent in this replica: `parse` — reading the body (from HAProxy's
   connection, or fetched from Serve's proxy actor) and validating it, base64 included — `decode`
@@ -23,9 +25,7 @@ Notable:
 import asyncio
 import base64
 import binascii
-import hmac
 import logging
-import os
 import time
 
 import numpy as np
@@ -33,7 +33,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.requests import ClientDisconnect
 
 from linnaeus.clip.preprocess import eval_crop, eval_pixels
@@ -41,6 +43,8 @@ from linnaeus.config import ServeLimits
 from linnaeus.images import ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.timing import server_timing, timed
 from serve import schemas
+from serve.auth import ApiKey
+from serve.clients import ClientLimiter, client_id
 from serve.metrics import IngressMetrics
 
 api = FastAPI(title="Linnaeus", version="1", description=(
@@ -48,17 +52,20 @@ api = FastAPI(title="Linnaeus", version="1", description=(
 
 logger = logging.getLogger("ray.serve")
 _IMAGE_STATUS = {"too_large": 413, "too_many_pixels": 413}
+_UNAVAILABLE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, detail: str):
+    def __init__(self, status: int, reason: str, detail: str, retry_after_s: int | None = None):
         super().__init__(detail)
-        self.status, self.reason, self.detail = status, reason, detail
+        self.status, self.reason, self.detail, self.retry_after_s = status, reason, detail, retry_after_s
 
 
 def _error_response(exc: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse({"detail": exc.detail, "reason": exc.reason}, exc.status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse({"detail": exc.detail, "reason": exc.reason}, exc.status, headers=headers or None)
 
 
 def _timed(response: Response, timings: dict, start: float) -> Response:
@@ -66,6 +73,19 @@ def _timed(response: Response, timings: dict, start: float) -> Response:
     timings["ingress"] = time.perf_counter() - start
     response.headers["server-timing"] = server_timing(timings)
     return response
+
+
+async def _remote(method, *args):
+    """A call to the model deployment; a replica that died under the call, none alive yet, or a full
+    queue is a 503 with Retry-After (the client should retry), never a 500."""
+    try:
+        return await method.remote(*args)
+    except BackPressureError:
+        raise ApiError(503, "model_overloaded", "the model's queue is full; retry shortly", retry_after_s=1) from None
+    except _UNAVAILABLE as exc:
+        logger.warning("model deployment unavailable: %s", type(exc).__name__)
+        raise ApiError(503, "model_unavailable", "the model replica serving this request went away; retry "
+                                                 "(a replacement is starting)", retry_after_s=1) from None
 
 
 def _b64(text: str, index: int) -> bytes:
@@ -92,18 +112,20 @@ def _validation_message(exc: ValidationError) -> str:
                   backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1))
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, limits: ServeLimits, api_key_env: str | None, preprocess_cfg: dict | None, model):
+    def __init__(self, limits: ServeLimits, api_key_env: str | None, preprocess_cfg: dict | None, model,
+                 api_key_file: str | None = None):
         self.limits, self.model = limits, model
         self.image_limits = ImageLimits(limits.max_image_bytes, limits.max_image_pixels)
-        self.api_key = os.environ.get(api_key_env or "", "") or None
+        self.api_key = ApiKey(api_key_env, api_key_file)
+        self.clients = ClientLimiter(limits.client_rate, limits.client_burst, limits.client_concurrency)
         self.metrics = IngressMetrics()
         self._info: dict | None = None
         # Built here, not on the first request: importing the transforms takes seconds in a new process.
         self._crop = eval_crop(preprocess_cfg) if preprocess_cfg else None
 
     async def _model_info(self) -> dict:
-        if self._info is None:
-            self._info = await self.model.info.remote()
+        if self._info is None or self._info.get("bank_error"):  # degraded: ask again until the bank is in
+            self._info = await _remote(self.model.info)
             if self._crop is None:
                 self._crop = eval_crop(self._info["preprocess_cfg"])
         return self._info
@@ -112,8 +134,10 @@ class Ingress:
     async def _handle(self, request: Request, response: Response, endpoint: str, body_model, work):
         start, status, reason = time.perf_counter(), 200, None
         timings: dict = {}
+        client = None
         try:
             self._authorise(request)
+            client = self._admit(request)
             with timed(timings, "parse"):
                 fields, blobs = await self._parse(request, body_model)
             result = await work(fields, blobs, timings)
@@ -131,17 +155,27 @@ class Ingress:
             body = {"detail": f"internal error ({type(exc).__name__})", "reason": "internal"}
             return _timed(JSONResponse(body, 500), timings, start)
         finally:
+            if client is not None:
+                self.clients.release(client)
             self.metrics.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
             self.metrics.latency.observe(time.perf_counter() - start, tags={"endpoint": endpoint})
             if reason:
                 self.metrics.errors.inc(tags={"endpoint": endpoint, "reason": reason})
 
     def _authorise(self, request: Request) -> None:
-        if self.api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+        if not self.api_key.accepts(request.headers.get("authorization", "")):
             raise ApiError(401, "unauthorised", "missing or wrong API key (send 'Authorization: Bearer <key>')")
+
+    def _admit(self, request: Request) -> str | None:
+        """The client's id once admitted (release it when done), None when no limit is on."""
+        if not (self.limits.client_rate or self.limits.client_concurrency):
+            return None
+        client = client_id(request.headers.get("authorization", ""), request.headers.get("x-forwarded-for", ""),
+                           request.client.host if request.client else None)
+        refusal = self.clients.admit(client)
+        if refusal:
+            raise ApiError(429, refusal.reason, refusal.detail, retry_after_s=refusal.retry_after_s)
+        return client
 
     async def _body(self, request: Request) -> bytes:
         limit = self.limits.max_body_bytes
@@ -233,7 +267,7 @@ class Ingress:
     @staticmethod
     async def _call(timings: dict, method, *args):
         with timed(timings, "model"):
-            return await method.remote(*args)
+            return await _remote(method, *args)
 
     # --- endpoints -------------------------------------------------------------------------------
     @api.post("/v1/classify", response_model=schemas.ClassifyResponse,
@@ -252,7 +286,10 @@ class Ingress:
         async def work(f: schemas.TaxonomyRequest, blobs, timings):
             subset = f.subset or []
             self._check_counts(images=len(blobs), labels=subset, k=f.k, labels_name="subset")
-            if not (await self._model_info())["bank_taxa"]:
+            info = await self._model_info()
+            if info.get("bank_error"):
+                raise ApiError(503, "label_bank_unavailable", info["bank_error"], retry_after_s=5)
+            if not info["bank_taxa"]:
                 raise ApiError(503, "no_label_bank", "this service has no label bank loaded; build one with "
                                                      "jobs/build_label_bank.py and redeploy")
             pixels = await self._pixels(blobs, "taxonomy", timings)
@@ -278,6 +315,11 @@ class Ingress:
 
     @api.get("/healthz", response_model=schemas.Health)
     async def healthz(self):
-        info = await self._model_info()
-        return {"status": "ok", "model": info["model"], "arch": info["arch"], "bank_taxa": info["bank_taxa"]}
+        try:
+            info = await self._model_info()
+        except ApiError as exc:  # no model replica to ask: not healthy, and say why
+            return _error_response(exc)
+        status = "degraded" if info.get("bank_error") else "ok"
+        return {"status": status, "model": info["model"], "arch": info["arch"], "bank_taxa": info["bank_taxa"],
+                "reason": info.get("bank_error")}
 

@@ -12,6 +12,8 @@ Notable:
   the GPU is busy. Label embeddings come from the Predictor's LRU cache; hits and misses are exported.
 - Errors a client caused (a subset name that matches no taxon) come back as `{"error": ...}`, for the
   ingress to answer 400; anything else is a server fault.
+- The label bank loads apart from the model (`BankKeeper`): with its store unreachable the replica
+  starts degraded, `info()` says why, and the bank is retried every `bank_retry_s`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ray import serve
 
 from linnaeus.config import BatchingConfig
 from linnaeus.serving.bank import BankError
+from linnaeus.serving.bank_keeper import BankKeeper
 from linnaeus.serving.predictor import Predictor
 from linnaeus.storage import S3Options
 from serve.metrics import ModelMetrics
@@ -38,8 +41,10 @@ def _images(items: list[np.ndarray]) -> int:
 
 @serve.deployment(max_ongoing_requests=64)
 class ModelServer:
-    def __init__(self, model: str, bank: str | None, cache_size: int, s3: S3Options | None, cuda_graphs: int):
-        self.predictor = Predictor(model, bank, cache_size=cache_size, s3=s3, cuda_graphs=cuda_graphs)
+    def __init__(self, model: str, bank: str | None, cache_size: int, s3: S3Options | None, cuda_graphs: int,
+                 bank_retry_s: float = 10.0):
+        self.predictor = Predictor(model, cache_size=cache_size, s3=s3, cuda_graphs=cuda_graphs, load_bank=False)
+        self.bank = BankKeeper(self.predictor, bank, s3, bank_retry_s)
         self.metrics = ModelMetrics()
         self._recent_batches: deque[int] = deque(maxlen=1000)
         self._waiting = 0
@@ -56,7 +61,7 @@ class ModelServer:
     def info(self) -> dict:
         p = self.predictor
         return {"model": p.model_id, "arch": p.arch, "preprocess_cfg": p.preprocess_cfg,
-                "bank_taxa": len(p.bank) if p.bank is not None else 0}
+                "bank_taxa": len(p.bank) if p.bank is not None else 0, "bank_error": self.bank.error}
 
     @serve.batch(max_batch_size=DEFAULT_BATCHING.max_batch_size,
                  batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s, batch_size_fn=_images)

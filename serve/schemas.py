@@ -78,10 +78,11 @@ class EmbedResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, or degraded (the service answers, some of it does not: see reason)")
     model: str
     arch: str
     bank_taxa: int
+    reason: str | None = None
 
 
 def multipart_schema(model: type[Request]) -> dict:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.credentials import find_leaks, ray_session_logs, scan_files
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -14,6 +17,28 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # and one local run lost its pytest process without a trace; the tests need no Ray metrics, so the
 # thread is not started. Set before any ray.init, and inherited by the workers.
 os.environ.setdefault("RAY_enable_metrics_collection", "0")
+
+
+# --- credentials never reach a log: every test's captured output, then the run's Ray logs ---------------
+_RUN_STARTED = time.time()
+_LEAKS: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    texts = [content for _, content in report.sections]
+    if report.longrepr:
+        texts.append(str(report.longrepr))
+    _LEAKS.extend(find_leaks("\n".join(texts), f"{report.nodeid} ({report.when})"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    leaks = _LEAKS + scan_files(ray_session_logs(since=_RUN_STARTED - 5))
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["a credential reached a log (tests/credentials.py):", *leaks[:50]]
+        if reporter:
+            reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,9 @@ Notable:
 - The pixel count is checked from the header, before any pixel is decoded, so a decompression bomb
   costs nothing (PIL's own bomb guard is replaced by our explicit limit and reason).
 - Ingest (`clean_image`): a baseline RGB JPEG that needs no resize keeps its original bytes (no second
-  lossy pass); everything else (CMYK, 16-bit, alpha, palette, grayscale, PNG/WebP/...) is converted to
-  8-bit RGB and re-encoded as JPEG, and the conversion is reported.
+  lossy pass) unless it carries an ICC profile over 64 KB; everything else (CMYK, 16-bit, alpha,
+  palette, grayscale, PNG/WebP/...) is converted to 8-bit RGB and re-encoded as JPEG, and the conversion
+  is reported.
 - Requests (`decode_image`): limits are checked in the cheapest order (bytes, then the pixel count from
   the header, then proportions, then the decode itself) and EXIF orientation is applied: phone photos
   arrive rotated in their pixels and upright in their tags.
@@ -26,6 +27,9 @@ from PIL import Image, ImageOps
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: far above any photo a 224-px model needs, far below a bomb
 JPEG_QUALITY = 95
+# An ICC profile is 0.5-4 KB in practice; a bigger one is dead weight in every shard (PIL does no colour
+# management, so training and serving see the same pixels without it): re-encoded without it.
+MAX_KEPT_ICC_BYTES = 64 * 1024
 _EXIF_ORIENTATION = 0x0112
 
 # Our own limit replaces PIL's; without this, PIL warns or raises on its own threshold first.
@@ -104,6 +108,8 @@ def clean_image(data: bytes, resize: int | None = None,
     resized = _resize_shorter(rgb, resize) if resize else rgb
     if resized is not rgb:
         converted = ",".join(filter(None, [converted, "resized"]))
+    if len(img.info.get("icc_profile") or b"") > MAX_KEPT_ICC_BYTES:
+        converted = ",".join(filter(None, [converted, "icc-dropped"]))
     if fmt == "JPEG" and converted is None:
         return CleanImage(data, width, height, None)
     out = io.BytesIO()

@@ -44,7 +44,7 @@ def test_a_folder_dataset_is_read_in_place_and_a_corrupt_image_is_skipped_alone(
     preprocess = load_model("arch:linnaeus-tiny")[0].visual.preprocess_cfg
     data = embed_dataset(str(folder), "arch:linnaeus-tiny", preprocess)
     assert len(data.taxa) == 95 and len(data.skipped) == 1
-    assert data.skipped[0]["reason"].startswith("undecodable")
+    assert data.skipped[0]["reason"].startswith("not_an_image")  # the reason ingest and the service give
     # the features of the others still belong to their own images, with the skipped one in their batch
     expected = embed_local([{"image": (folder / "images" / i).read_bytes()} for i in data.image_ids],
                            load_model("arch:linnaeus-tiny")[0])

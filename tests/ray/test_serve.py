@@ -8,10 +8,13 @@ import io
 import socket
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
 from linnaeus.clip.exports import export_model
@@ -19,9 +22,11 @@ from linnaeus.clip.models import create_model
 from linnaeus.data.synthetic import draw, make_tree
 from linnaeus.serving.bank import LabelBank, taxa_embeddings
 from linnaeus.serving.predictor import Predictor
+from tests.credentials import API_KEY
+from tests.hostile import EXPECTED as HOSTILE_EXPECTED
+from tests.hostile import hostile_images
 
 API_KEY_ENV = "LINNAEUS_TEST_API_KEY"
-API_KEY = "test-key-123"
 BATCHING = {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}
 METRICS_ENV = {"RAY_enable_metrics_collection": "1", "RAY_metrics_report_interval_ms": "1000"}
 # HAProxy in front of the ingress replicas, as `make serve` and the infra files run the service; ingress
@@ -73,17 +78,24 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, metrics_port):
+def key_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("secret") / "api-key"
+    path.write_text(API_KEY + "\n")  # as a Kubernetes secret mounted as a file
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, metrics_port, key_file):
     # This module checks the service's Prometheus metrics, so it turns Ray's metrics back on (conftest
     # turns them off for the other modules) and has them exported every second instead of every ten.
     env = {API_KEY_ENV: API_KEY, **METRICS_ENV, **HAPROXY_ENV, **{k: str(_free_port()) for k in HAPROXY_PORTS}}
     with pytest.MonkeyPatch.context() as patch:  # restored even when the setup fails
         for key, value in env.items():
             patch.setenv(key, value)  # inherited by the Ray processes started next
-        yield from _serve(model_dir, metrics_port)
+        yield from _serve(model_dir, metrics_port, key_file)
 
 
-def _serve(model_dir, metrics_port):
+def _serve(model_dir, metrics_port, key_file):
     import ray
     from ray import serve
 
@@ -104,6 +116,11 @@ def _serve(model_dir, metrics_port):
                    "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2}
         serve.run(build_app({**common, "api_key_env": None, "model_autoscaling": scaling}), name="scaling",
                   route_prefix="/scaling")
+        # the key from a file, a per-client rate (burst 4, then one request per 20 s) and in-flight cap
+        guarded = {**common, "model_cpus": 0.1, "ingress_cpus": 0.1, "api_key_env": None,
+                   "api_key_file": str(key_file),
+                   "limits": {**small, "client_rate": 0.05, "client_burst": 4, "client_concurrency": 1}}
+        serve.run(build_app(guarded), name="guarded", route_prefix="/guarded")
         yield f"http://127.0.0.1:{port}"
         serve.shutdown()
     finally:
@@ -211,6 +228,17 @@ def test_image_limits_answer_413_and_broken_images_400_with_their_index(server, 
     assert (r.status_code, r.json()["reason"]) == (413, "too_many_images"), r.text
 
 
+@pytest.mark.parametrize("name", list(HOSTILE_EXPECTED))
+def test_hostile_images_get_the_answer_docs_reliability_lists(server, name):
+    _, data = hostile_images()[name]
+    r = requests.post(f"{server}/v1/embed", files=[("images", ("x", data, "application/octet-stream"))], timeout=60)
+    expected = HOSTILE_EXPECTED[name][2]
+    got = str(r.status_code) if r.ok else f"{r.status_code}:{r.json()['reason']}"
+    assert got == expected, r.text[:300]
+    if not r.ok:
+        assert r.json()["detail"].startswith("images[0]")
+
+
 def test_label_and_text_limits_are_separate(server, photos):
     labels = ["a red shape", "a blue shape", "a green shape", "a grey shape"]  # 4 <= 5 labels, > 3 texts
     r = requests.post(f"{server}/v1/classify", json={"images": [_b64(photos[0])], "labels": labels}, timeout=60)
@@ -231,6 +259,43 @@ def test_api_key_is_required_when_configured(server, photos):
                        headers={"Authorization": f"Bearer {API_KEY}"})
     assert ok.status_code == 200
     assert requests.get(f"{server}/secure/healthz", timeout=60).status_code == 200  # probes stay open
+
+
+def test_a_wrong_key_is_never_echoed_back(server):
+    sent = f"{API_KEY}-but-wrong"
+    r = requests.post(f"{server}/secure/v1/embed", json={"texts": ["Aves"]}, timeout=60,
+                      headers={"Authorization": f"Bearer {sent}"})
+    assert r.status_code == 401 and sent not in r.text and API_KEY not in r.text
+    assert not any(API_KEY in v for v in r.headers.values())
+
+
+def test_a_key_file_guards_the_service_and_a_rotated_key_works_without_a_restart(server, key_file):
+    def embed(key: str | None) -> int:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return requests.post(f"{server}/guarded/v1/embed", json={"texts": ["Aves"]}, timeout=60,
+                             headers=headers).status_code
+
+    assert (embed(None), embed(API_KEY)) == (401, 200)
+    rotated = f"{API_KEY}-rotated"
+    key_file.write_text(rotated)
+    assert (embed(API_KEY), embed(rotated)) == (401, 200)
+
+
+def test_a_client_past_its_rate_gets_429_with_retry_after_and_other_clients_do_not(server, key_file):
+    key = "sk-linnaeus-rate-client-1"
+    key_file.write_text(key)
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"texts": ["Aves"]}
+    # one after another: each answer releases the in-flight slot (cap 1), so only the rate refuses
+    codes = [requests.post(f"{server}/guarded/v1/embed", json=body, timeout=60, headers=auth).status_code
+             for _ in range(4)]
+    assert codes == [200] * 4
+    refused = requests.post(f"{server}/guarded/v1/embed", json=body, timeout=60, headers=auth)
+    assert refused.status_code == 429 and refused.json()["reason"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 20 and "requests/s" in refused.json()["detail"]
+    key_file.write_text(other := "sk-linnaeus-rate-client-2")  # another client: its own bucket
+    assert requests.post(f"{server}/guarded/v1/embed", json=body, timeout=60,
+                         headers={"Authorization": f"Bearer {other}"}).status_code == 200
 
 
 def test_concurrent_requests_share_model_batches(server, photos):
@@ -413,3 +478,46 @@ def test_prometheus_endpoint_exports_the_service_metrics(server, photos, metrics
     exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
     ray_serve = {n for e in exprs for n in re.findall(r"\b(ray_serve_[a-z0-9_]+)", e)}
     assert ray_serve and ray_serve <= exported(), ray_serve - exported()
+
+
+# --- the API fuzzed from its own OpenAPI schema --------------------------------------------------------
+
+FUZZED = [("POST", "/v1/classify"), ("POST", "/v1/taxonomy"), ("POST", "/v1/embed"), ("GET", "/healthz")]
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    schema = schemathesis.openapi.from_url(f"{server}/openapi.json", timeout=60)
+    schema.config.update(base_url=server)
+    return schema
+
+
+def test_the_fuzzed_operations_are_every_operation_the_schema_lists(api_schema):
+    listed = {(r.ok().method.upper(), r.ok().path) for r in api_schema.get_all_operations()}
+    assert listed == set(FUZZED)
+
+
+@pytest.mark.parametrize("method,path,mode", [(m, p, mode) for m, p in FUZZED for mode in ("positive", "negative")
+                                              if m == "POST" or mode == "positive"])  # a GET without parameters
+def test_fuzzed_requests_never_get_a_5xx_and_every_refusal_names_its_reason(api_schema, method, path, mode):
+    # schemathesis draws requests from the live OpenAPI schema: bodies that fit it ("positive") and
+    # bodies that do not ("negative": wrong types, missing or extra fields), JSON and multipart
+    from schemathesis.generation import GenerationMode
+
+    operation = api_schema[path][method]
+    answers: list[int] = []
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
+    @settings(max_examples=50, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    def one(case):
+        response = case.call(timeout=60)
+        answers.append(response.status_code)
+        assert response.status_code < 500, (case.body, response.status_code, response.text[:300])
+        if response.status_code >= 400:
+            body = response.json()
+            assert body.get("reason") and body.get("detail"), (case.body, response.status_code, response.text[:300])
+
+    one()
+    assert answers  # the strategy produced requests
+    print(path, mode, sorted(Counter(answers).items()))  # what the fuzzer reached, for the docs (-s)

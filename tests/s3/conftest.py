@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "linnaeus-test-key", "AWS_SECRET_ACCESS_KEY": "linnaeus-test-secret",
-               "AWS_REGION": "us-east-1"}
+from tests.credentials import S3_ACCESS_KEY, S3_SECRET
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from linnaeus.config import IngestConfig, StreamConfig
 from linnaeus.data import shards
 from linnaeus.data.ingest import run_ingest
 from linnaeus.data.stream import build_stream
+from tests.credentials import S3_SECRET
 
 pytestmark = pytest.mark.usefixtures("ray_s3")
 
@@ -80,7 +81,7 @@ def test_storage_errors_name_the_uri_never_the_secret():
         storage.read_bytes(storage.resolve("s3://corpora/synthetic/missing.json", opts))
     message = str(info.value)
     assert "s3://corpora/synthetic/missing.json" in message
-    assert "wrong-secret-value" not in message and "linnaeus-test-secret" not in message
+    assert "wrong-secret-value" not in message and S3_SECRET not in message
 
 
 def test_missing_corpus_in_s3_is_a_clear_error():

@@ -98,3 +98,12 @@ def test_decode_rgb_rejects_corrupt_stored_bytes():
     assert decode_rgb(encode(rgb())).mode == "RGB"
     with pytest.raises(ImageRejected):
         decode_rgb(b"garbage")
+
+
+def test_an_oversized_icc_profile_is_dropped_at_ingest_and_a_normal_one_kept():
+    big = encode(rgb(), icc_profile=b"\x01" * 150_000)
+    clean = clean_image(big)
+    assert clean.converted == "icc-dropped" and len(clean.data) < 20_000
+    assert "icc_profile" not in Image.open(io.BytesIO(clean.data)).info
+    small = encode(rgb(), icc_profile=b"\x01" * 3_000)
+    assert clean_image(small).data == small

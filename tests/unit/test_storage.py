@@ -20,7 +20,7 @@ def test_s3_uris_take_endpoint_and_keys_from_the_aws_environment(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
     loc = storage.resolve("s3://bucket/some/prefix/")
     assert isinstance(loc.fs, pafs.S3FileSystem) and loc.path == "bucket/some/prefix"
-    settings = loc.fs.__reduce__()[1][0]  # what travels to Ray workers when the fs is pickled
+    settings = loc.fs.__reduce__()[1][1]  # what travels to Ray workers when the fs is pickled (with the retries)
     assert settings["endpoint_override"] == "127.0.0.1:9000" and settings["scheme"] == "http"
     assert settings["access_key"] == "AKIDEXAMPLE"
 
@@ -28,7 +28,7 @@ def test_s3_uris_take_endpoint_and_keys_from_the_aws_environment(monkeypatch):
 def test_options_override_environment_and_never_show_secrets(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     opts = storage.S3Options(endpoint_url="http://127.0.0.1:1", access_key_id="AKID",
-                             secret_access_key="very-secret-value")
+                             secret_access_key="very-secret-value", retry_attempts=1)
     assert "very-secret-value" not in repr(opts) and "very-secret-value" not in str(opts.model_dump())
     loc = storage.resolve("s3://bucket/x", opts)
     with pytest.raises(storage.StorageError) as info:  # nothing listens on port 1
@@ -59,3 +59,12 @@ def test_an_explicit_profile_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv("AWS_PROFILE", "from-env")
     storage.s3_filesystem(storage.S3Options(profile="from-config"))
     assert os.environ["AWS_PROFILE"] == "from-config"
+
+
+def test_the_s3_retry_budget_survives_pickling_to_ray_workers():
+    import pickle
+
+    fs = storage.s3_filesystem(storage.S3Options(endpoint_url="http://127.0.0.1:9", retry_attempts=7))
+    copy = pickle.loads(pickle.dumps(fs))  # as Ray Data ships it to a read or write task
+    assert isinstance(copy, storage.RetryingS3FileSystem) and copy.retry_attempts == 7
+    assert storage.s3_filesystem().retry_attempts == storage.S3Options().retry_attempts == 6

@@ -8,11 +8,14 @@ Notable:
   cannot be decoded gets its row with the reason and no answers: nothing is lost silently.
 - Files whose names are not images (`.json`, `.txt`, ...) are not read; they are counted in the report.
 - `_report.json`, written last, has counts by outcome and reason and the first 1,000 skipped files.
+- A run killed half-way leaves `_started.json` beside its partial files: the folder is still known as
+  a predictions output, and a re-run clears it and writes everything again (no row twice, none lost).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 
@@ -28,7 +31,9 @@ from linnaeus.images import IMAGE_SUFFIXES, ImageLimits, ImageRejected, decode_i
 from linnaeus.serving.predictor import Predictor
 
 REPORT_NAME = "_report.json"
+STARTED_NAME = "_started.json"  # present from before the first prediction file until the report is written
 READ_CPUS = 0.25
+log = logging.getLogger(__name__)
 
 
 def output_schema(k: int, taxa: bool) -> pa.Schema:
@@ -92,15 +97,27 @@ def list_images(root: storage.Location) -> tuple[list[str], list[str]]:
 
 
 def check_output(cfg: PredictConfig) -> None:
-    """Ray Data's overwrite empties the output folder: refuse one that holds or is inside the input,
-    and a non-empty one that is not an earlier predictions output (no `_report.json`)."""
+    """A run empties its output folder first: refuse one that holds or is inside the input, and a
+    non-empty one that is not an earlier predictions output, finished (`_report.json`) or interrupted
+    (`_started.json`)."""
     root, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
     a, b = root.uri.rstrip("/") + "/", out.uri.rstrip("/") + "/"
     if a.startswith(b) or b.startswith(a):
         raise ValueError(f"--output {out.uri} overlaps --input {root.uri}: the output folder is emptied first")
-    if storage.list_files(out) and not storage.exists(out.join(REPORT_NAME)):
+    ours = storage.exists(out.join(REPORT_NAME)) or storage.exists(out.join(STARTED_NAME))
+    if storage.list_files(out) and not ours:
         raise ValueError(f"--output {out.uri} holds files and is not an earlier predictions output "
-                         f"(no {REPORT_NAME}); it would be emptied: choose an empty or new folder")
+                         f"(no {REPORT_NAME} or {STARTED_NAME}); it would be emptied: choose an empty or new folder")
+
+
+def _start(out: storage.Location, cfg: PredictConfig) -> int:
+    """Mark the folder as a predictions output in progress, then clear an earlier run's files (finished
+    or interrupted): the marker first, so a kill in between still leaves the folder known as ours."""
+    storage.write_bytes(out.join(STARTED_NAME), json.dumps({"input": cfg.input, "started": time.time()}).encode())
+    earlier = [i for i in storage.list_files(out) if not i.path.endswith("/" + STARTED_NAME)]
+    for info in earlier:
+        storage.delete(storage.Location(out.fs, info.path, out.join(info.base_name).uri))
+    return len(earlier)
 
 
 def run_predict(cfg: PredictConfig) -> dict:
@@ -112,14 +129,18 @@ def run_predict(cfg: PredictConfig) -> dict:
     if not images:
         raise FileNotFoundError(f"{root.uri}: no image files (by name: {', '.join(IMAGE_SUFFIXES)})")
     storage.ensure_bucket(out)
+    cleared = _start(out, cfg)
+    if cleared:
+        log.info("%s: %d files of an earlier or interrupted run cleared", out.uri, cleared)
     gpus = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {}
     ds = ray.data.read_binary_files(images, filesystem=root.fs, include_paths=True, num_cpus=READ_CPUS)
     ds = ds.map_batches(_Predict, fn_constructor_args=(cfg,), batch_size=cfg.batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=1 if gpus else 0.5, **gpus)
     write = ds.write_parquet if cfg.format == "parquet" else ds.write_csv
-    write(out.path, filesystem=out.fs, mode="overwrite")
+    write(out.path, filesystem=out.fs, mode="append")
     report = _report(out, cfg.format, others, time.perf_counter() - start)
     storage.write_bytes(out.join(REPORT_NAME), json.dumps(report, indent=1).encode())
+    storage.delete(out.join(STARTED_NAME))
     return report
 
 

@@ -23,6 +23,10 @@ class ServeLimits(Strict):
     max_texts: int = Field(256, ge=1, description="texts per embed request")
     max_text_chars: int = Field(300, ge=1, description="characters per label or text")
     max_k: int = Field(100, ge=1)
+    # per client (its API key, else its address), per ingress replica; 0 turns a limit off (serve/clients.py)
+    client_rate: float = Field(0, ge=0, description="requests per second per client; past it, 429")
+    client_burst: int = Field(20, ge=1, description="requests a client may send at once before client_rate applies")
+    client_concurrency: int = Field(0, ge=0, description="requests in flight per client; past it, 429")
 
 
 class BatchingConfig(Strict):
@@ -58,6 +62,10 @@ class ServeArgs(Strict):
     bank: str | None = Field(None, description="label bank URI; default <model>/label_bank when present")
     api_key_env: str | None = Field("LINNAEUS_API_KEY", description=(
         "environment variable holding the API key; auth is on when it is set and non-empty"))
+    api_key_file: str | None = Field(None, description=(
+        "file holding the API key (a mounted secret), re-read when it changes; wins over api_key_env"))
+    bank_retry_s: float = Field(10.0, gt=0, description=(
+        "with the label bank's store unreachable, the service starts degraded and retries this often"))
     cache_size: int = Field(100_000, ge=1, description="label embeddings kept per model replica")
     cuda_graphs: int = Field(256, ge=0, description="on GPUs, replay the image tower from CUDA graphs "
                                                     "for batches up to this size (0: eager PyTorch)")

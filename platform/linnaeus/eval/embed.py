@@ -12,7 +12,9 @@ Notable:
   reading and decoding always have room.
 - On a GPU the image tower runs under bf16 autocast (as evaluation's text side does); on a CPU in fp32.
 - The model is named by a spec (`linnaeus.eval.modelref`), not shipped through Ray: each actor builds it.
-- An image that cannot be decoded is skipped and counted, never fatal. `embed_local` is the plain loop
+- An image that cannot be decoded, or is refused by the checks ingest and the service make (over 50
+  megapixels by its header, proportions past 20:1), is skipped with its reason and counted, never
+  fatal (docs/reliability.md, "Hostile images"). `embed_local` is the plain loop
   with open_clip's own full transform; a test checks the pipeline agrees with it.
 """
 
@@ -65,6 +67,11 @@ class EvalSet:
     precision: str = "fp32"  # of the image tower: bf16 autocast on GPUs
 
 
+# A folder is read as it is: the same checks as ingest and the service (pixel count from the header,
+# so a decompression bomb is refused before it is decoded; extreme proportions; EXIF orientation).
+EVAL_IMAGE_LIMITS = image_ops.ImageLimits(max_bytes=2**31, max_pixels=image_ops.DEFAULT_MAX_PIXELS)
+
+
 @functools.lru_cache(maxsize=4)
 def _crop(preprocess_json: str):  # JSON: a hashable key that also travels to Ray tasks as is
     return eval_crop(json.loads(preprocess_json))
@@ -79,7 +86,7 @@ def decode_batch(table: pa.Table, preprocess_json: str) -> dict:
     ok, errors = np.zeros(len(blobs), dtype=bool), np.full(len(blobs), "", dtype=object)
     for i, data in enumerate(blobs):
         try:
-            pixels[i] = eval_pixels(image_ops.decode_rgb(data), crop)
+            pixels[i] = eval_pixels(image_ops.decode_image(data, EVAL_IMAGE_LIMITS), crop)
             ok[i] = True
         except image_ops.ImageRejected as exc:
             errors[i] = f"{exc.reason}: {exc.detail}"

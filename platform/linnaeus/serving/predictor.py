@@ -35,8 +35,10 @@ from linnaeus.taxonomy import RANKS, Taxon
 
 class Predictor:
     def __init__(self, model: str, bank: str | None = None, device: str | None = None,
-                 cache_size: int = 100_000, s3: storage.S3Options | None = None, cuda_graphs: int = 0):
-        """`cuda_graphs`: on CUDA, capture the image tower for batches up to this size (0: eager)."""
+                 cache_size: int = 100_000, s3: storage.S3Options | None = None, cuda_graphs: int = 0,
+                 load_bank: bool = True):
+        """`cuda_graphs`: on CUDA, capture the image tower for batches up to this size (0: eager).
+        `load_bank=False` leaves the bank to `attach_bank` (the service loads it apart, and retries)."""
         export = read_export(model, s3)
         self.model_uri, self.arch, self.model_id = export.uri, export.arch, export.digest
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -48,12 +50,17 @@ class Predictor:
         self._mean, self._std = norm_stats(cfg, self.device)
         self.logit_scale = float(self.model.logit_scale.detach().exp())
         self.cache = LabelCache(cache_size)
-        self.bank = self._load_bank(bank, s3)
+        self.bank = self._load_bank(bank, s3) if load_bank else None
         self._graphed = None
         if cuda_graphs and self.device.type == "cuda":
             from linnaeus.serving.graphs import GraphedImageEncoder
 
             self._graphed = GraphedImageEncoder(self.model, self.image_size, self._mean, self._std, cuda_graphs)
+
+    def attach_bank(self, uri: str | None, s3: storage.S3Options | None = None) -> None:
+        """Load the label bank (`uri`, or the one beside the model when there is one); raises
+        `StorageError` when its store cannot be read and `BankError` when it does not fit the model."""
+        self.bank = self._load_bank(uri, s3)
 
     def _load_bank(self, uri: str | None, s3) -> LabelBank | None:
         if uri is None:
