@@ -34,6 +34,7 @@ demo: venv
 SERVE_HAPROXY ?= $(if $(filter Linux,$(shell uname -s)),1,0)
 serve: venv
 	RAY_SERVE_ENABLE_HA_PROXY=$(SERVE_HAPROXY) RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2 \
+		RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response" \
 		$(VENV)/bin/serve run serve/config.yaml
 
 bench-serve: venv

@@ -84,7 +84,7 @@ class FaultProxy:
         self.upstream_host, self.upstream_port = parsed.hostname, parsed.port
         self.fail_rate, self._rng, self._lock = fail_rate, random.Random(seed), threading.Lock()
         self.injected = self.forwarded = 0
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -119,7 +119,7 @@ class FaultProxy:
     stop = down
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

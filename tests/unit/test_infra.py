@@ -16,6 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 IMAGE_ROOT = "/home/ray/linnaeus"  # where the Dockerfile puts the repository
+RETRY_ON = "conn-failure empty-response"  # HAProxy replays a request whose ingress replica died (reliability.md)
 
 
 def _docs(path: Path) -> list[dict]:
@@ -54,6 +55,8 @@ def test_rayservice_serves_on_the_cluster():
     assert served["applications"][0]["args"]["model_gpus"] == 1  # built before GPU workers join: never guess
     model = next(d for d in served["applications"][0]["deployments"] if d["name"] == "ModelServer")
     assert model["autoscaling_config"]["min_replicas"] >= 2  # a rolling update always leaves one answering
+    ingress = next(d for d in served["applications"][0]["deployments"] if d["name"] == "Ingress")
+    assert ingress["autoscaling_config"]["min_replicas"] >= 2  # losing one is replayed on the other
     # its own name: KubeRay's <name>-head-svc must not collide with the training RayCluster's
     assert not set(_manifests()) & {"RayService/linnaeus"}
 
@@ -84,11 +87,15 @@ def test_every_serving_ray_node_runs_the_haproxy_ingress():
         for container in group["template"]["spec"]["containers"]:
             env = {e["name"]: e["value"] for e in container.get("env", [])}
             assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
+            assert env.get("RAY_SERVE_HAPROXY_RETRY_ON") == RETRY_ON, container["name"]
     compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
     for name in ("ray-head", "ray-worker"):
         assert compose["services"][name]["environment"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1", name
+        assert compose["services"][name]["environment"]["RAY_SERVE_HAPROXY_RETRY_ON"] == RETRY_ON, name
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"RAY_SERVE_ENABLE_HA_PROXY=\$\(SERVE_HAPROXY\) [^\n]*\\\n\s*\S*serve run serve/config.yaml",
+    assert re.search(r"RAY_SERVE_ENABLE_HA_PROXY=\$\(SERVE_HAPROXY\) [^\n]*\\\n\s*"
+                     r"RAY_SERVE_HAPROXY_RETRY_ON=\"conn-failure empty-response\" \\\n"
+                     r"\s*\S*serve run serve/config.yaml",
                      makefile)
     assert "SERVE_HAPROXY ?= $(if $(filter Linux,$(shell uname -s)),1,0)" in makefile  # on by default on Linux
 

@@ -103,3 +103,37 @@ def test_idle_clients_are_forgotten_once_too_many_are_held():
     limiter.admit("new-0")
     limiter.admit("new-1")
     assert len(limiter._buckets) <= 2
+
+
+class _Method:
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+    async def remote(self, *args):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc, reason", [
+    ("died", "model_unavailable"), ("unavailable", "model_unavailable"), ("backpressure", "model_overloaded")])
+def test_a_lost_or_full_model_deployment_is_a_503_with_retry_after_not_a_500(exc, reason):
+    import asyncio
+
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError, DeploymentID, DeploymentUnavailableError
+
+    from serve.ingress import ApiError, _remote
+
+    raised = {"died": ActorDiedError(), "unavailable": DeploymentUnavailableError(DeploymentID("ModelServer", "fault")),
+              "backpressure": BackPressureError(num_queued_requests=128, max_queued_requests=128)}[exc]
+    with pytest.raises(ApiError) as info:
+        asyncio.run(_remote(_Method(raised)))
+    assert (info.value.status, info.value.reason, info.value.retry_after_s) == (503, reason, 1)
+
+
+def test_a_bug_in_the_model_deployment_is_not_disguised_as_unavailable():
+    import asyncio
+
+    from serve.ingress import _remote
+
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(_remote(_Method(ZeroDivisionError("a bug"))))
