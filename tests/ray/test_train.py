@@ -11,8 +11,10 @@ import open_clip
 import pytest
 import torch
 
+from linnaeus import storage
 from linnaeus.clip.exports import WEIGHTS_NAME
 from linnaeus.clip.models import register_configs
+from linnaeus.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")
@@ -60,9 +62,16 @@ def test_a_stopped_run_resumes_to_the_same_step_count(corpus, tmp_path, load_job
     assert "training failed" in err and f"--resume {tmp_path / 'stopped'}" in err
     assert job.main(args) == 2  # the name is taken: a second start must not silently continue or clobber
     assert "already holds a run" in capsys.readouterr().err
+    # a checkpoint write interrupted half-way (a later folder, its model cut short, no state): never "latest"
+    partial = tmp_path / "stopped" / "checkpoint_000000020"
+    partial.mkdir()
+    (partial / "model.pt").write_bytes((tmp_path / "stopped" / "checkpoint_000000010" / "model.pt").read_bytes()[:999])
+    latest = ckpt.latest_in_run(storage.resolve(str(tmp_path / "stopped")))
+    assert latest.uri.endswith("checkpoint_000000010")
     assert job.main(["--resume", str(tmp_path / "stopped")]) == 0
     summary = _summary(tmp_path / "stopped")
     assert summary["steps"] == summary["total_steps"] == 30
+    assert [s["step"] for s in summary["starts"]] == [0, 10]
     state = json.loads((tmp_path / "stopped" / "checkpoint_000000030" / "state.json").read_text())
     assert [h["step"] for h in state["history"]] == [10, 20, 30]
 

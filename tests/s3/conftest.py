@@ -1,5 +1,8 @@
 """An S3 server (moto's, real wire protocol) on 127.0.0.1 for the module, then a local Ray that
-inherits its endpoint and credentials through the standard AWS environment variables."""
+inherits its endpoint and credentials through the standard AWS environment variables.
+
+A module that sets `S3_FAIL_RATE` talks to moto through tests/faultproxy.py instead, which answers that
+fraction of requests `503 SlowDown` (S3 throttling); `s3_faults` is the proxy, for its counts."""
 
 from __future__ import annotations
 
@@ -13,17 +16,28 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_S
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
+def s3_faults(request):
     from moto.server import ThreadedMotoServer
+
+    from tests.faultproxy import FaultProxy
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    proxy = FaultProxy(f"http://{host}:{port}", fail_rate=getattr(request.module, "S3_FAIL_RATE", 0.0), seed=7)
+    yield proxy if proxy.fail_rate else None, f"http://{host}:{port}"
+    proxy.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(s3_faults):
+    proxy, endpoint = s3_faults
+    if proxy is not None:
+        endpoint = proxy.start().endpoint
     saved = {k: os.environ.get(k) for k in [*CREDENTIALS, "AWS_ENDPOINT_URL"]}
     os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
     yield endpoint
-    server.stop()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

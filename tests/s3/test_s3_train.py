@@ -1,5 +1,7 @@
-"""Training against object storage (moto's S3 server on loopback): the corpus, the checkpoints and the
-export all live in s3://; a run stopped by a killed worker resumes from its s3:// run folder."""
+"""Training against flaky object storage (moto's S3 server on loopback, behind a proxy that answers one
+request in ten `503 SlowDown`): the corpus (ingested and streamed), the checkpoints and the export all
+live in s3://; every one completes through the S3 client's retries, and a run stopped by a killed
+worker resumes from its s3:// run folder."""
 
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ from linnaeus.config import IngestConfig
 from linnaeus.data.ingest import run_ingest
 
 pytestmark = pytest.mark.usefixtures("ray_s3")
+S3_FAIL_RATE = 0.1  # tests/s3/conftest.py puts the fault proxy in front of moto for this module
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")
 
 
-def test_checkpoints_in_s3_and_a_stopped_run_resumes_from_there(synthetic_folder, tmp_path, load_job, capsys):
-    run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output="s3://corpora/train",
-                            shard_rows=24))
+def test_checkpoints_in_flaky_s3_and_a_stopped_run_resumes_from_there(synthetic_folder, tmp_path, load_job, capsys,
+                                                                     s3_faults):
+    result = run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output="s3://corpora/train",
+                                     shard_rows=24))
+    assert result.rows == 96 and result.skipped == 0
     sets = ["data.data=s3://corpora/train", "checkpoint.storage_path=s3://runs/linnaeus", "checkpoint.name=s3run",
             "schedule.batch_size=16", "schedule.steps=30", "checkpoint.every_steps=10", "checkpoint.keep=2",
             "faults={kill_at_step: 15, rank: 1}", "checkpoint.max_failures=0", "data.shuffle_buffer=64"]
@@ -44,3 +49,6 @@ def test_checkpoints_in_s3_and_a_stopped_run_resumes_from_there(synthetic_folder
     model, _, _ = open_clip.create_model_and_transforms("linnaeus-tiny", pretrained=str(local))
     with torch.no_grad():
         assert torch.isfinite(model.encode_image(torch.zeros(1, 3, 64, 64))).all()
+    proxy = s3_faults[0]
+    assert proxy.injected > 10  # the faults were real, and every one was retried: the run is complete
+    print(f"S3 faults: {proxy.injected} of {proxy.injected + proxy.forwarded} requests answered 503 SlowDown")

@@ -77,6 +77,14 @@ class SkipCounter:
                 "examples": list(self.examples)}
 
 
+def skip_counter() -> ray.actor.ActorHandle:
+    """A SkipCounter on the head node: an actor dies with its node, and a worker node lost mid-run
+    (tests/ray/test_multinode.py) must not take the run's count, and its ending, with it; the head lives
+    as long as the cluster does. (Not "the driver's node": a driver on a host with several raylets may
+    be attached to any of them.)"""
+    return SkipCounter.options(resources={"node:__internal_head__": 0.001}).remote()
+
+
 @dataclass
 class Stream:
     """A planned stream: the Ray dataset plus what it was planned from."""
@@ -267,7 +275,7 @@ def build_stream(cfg: StreamConfig, epochs: int = 1, start_epoch: int = 0, start
     if not 0 <= start < end:
         raise ValueError(f"stream start {start} outside [0, {end})")
     items = end - start
-    counter = counter or SkipCounter.remote()
+    counter = counter or skip_counter()
     ds = _item_ids(items)
     # The reader asks for a different CPU share than the preprocessing, always, so Ray Data does not
     # fuse the two: fused, the pair would take the larger batch size and bundle many items into one task.

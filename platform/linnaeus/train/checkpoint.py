@@ -37,6 +37,7 @@ class Progress:
     epoch: float = 0.0
     history: list[dict] = field(default_factory=list)  # the metrics logged so far (rank 0)
     placement: list[dict] = field(default_factory=list)  # rank -> node, host, device of the latest start
+    starts: list[dict] = field(default_factory=list)  # each start of the workers: the step and nodes it began on
 
 
 def dir_name(step: int) -> str:

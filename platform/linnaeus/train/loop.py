@@ -66,6 +66,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ddp = ray.train.torch.prepare_model(model)
     step = TrainStep(ddp, objective, optimizer, scheduler, device, cfg.schedule.precision, cfg.optim.grad_clip_norm)
     progress.placement = _placement(rank, world, device)  # before the stream: nothing to close if it fails
+    progress.starts.append({"step": progress.step, "nodes": sorted({p["node"] for p in progress.placement})})
     batches = iter_train_batches(ray.train.get_dataset_shard("train"), cfg.data, cfg.schedule.batch_size,
                                  device)
     meter = Meter(plan, rank, progress.step)

@@ -79,6 +79,6 @@ def write_outputs(plan: TrainPlan, checkpoint_folder: str | Path, checkpoint_uri
                "global_batch": plan.config.global_batch, "final_loss": history[-1]["loss"] if history else None,
                "skipped_images": skipped.get("skipped", 0), "skipped_by_reason": skipped.get("by_reason", {}),
                "wall_seconds": round(seconds, 1), "nodes": len({p["node"] for p in progress.placement}) or None,
-               "placement": progress.placement}
+               "placement": progress.placement, "starts": progress.starts}
     storage.write_bytes(out.join("summary.json"), json.dumps(summary, indent=1).encode())
     return summary

@@ -27,7 +27,7 @@ from ray.train.torch import TorchTrainer
 
 from linnaeus import runs, storage
 from linnaeus.config import ConfigError
-from linnaeus.data.stream import READER_CPUS, SkipCounter, build_stream
+from linnaeus.data.stream import READER_CPUS, build_stream, skip_counter
 from linnaeus.train import checkpoint as ckpt
 from linnaeus.train.loop import train_loop_per_worker
 from linnaeus.train.outputs import write_outputs
@@ -117,7 +117,7 @@ def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
     if not exists:
         runs.write_record(plan.run, record_of(plan))  # before the CPU share: a resume elsewhere works its own out
     plan = share_cluster_cpus(plan)
-    counter = SkipCounter.remote()
+    counter = skip_counter()
     result = build_trainer(plan, counter).fit()
     return result, ray.get(counter.summary.remote())
 
