@@ -24,7 +24,7 @@ class ApiKey:
         if self._file is not None:
             if not self._read():
                 raise ValueError(f"api_key_file {self._file}: missing, unreadable or empty")
-        elif env and os.environ.get(env):
+        elif env and os.environ.get(env, "").strip():  # only whitespace: not a key, auth stays off
             self._key = os.environ[env].strip().encode()
 
     def __repr__(self) -> str:

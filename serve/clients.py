@@ -2,13 +2,14 @@
 
 Notable:
 - A client is its API key when one is sent (hashed: the key itself is never held as a dict key or
-  logged), else the first address of `X-Forwarded-For`, else the peer address. Without auth the
-  address can be spoofed through that header: the limits then guard against accidents (a runaway
-  batch job), not adversaries; with auth they cannot be dodged.
+  logged), else the first address of `X-Forwarded-For`, else the peer address. With one service-wide
+  key every client shares one bucket (issue a key per team to tell them apart); without auth the
+  address can be spoofed through that header, and behind a proxy that sets none the peer is the proxy:
+  the limits then guard against accidents (a runaway batch job), not adversaries.
 - Limits hold per ingress replica: with R replicas a client may get up to R times the rate. A refusal
   is a 429 with `Retry-After` in whole seconds (when the next token is due, or 1 for the cap).
-- Buckets of clients that have been idle long enough to be full again are forgotten once more than
-  `max_clients` are held, so memory stays bounded under address churn.
+- At most `max_clients` buckets are held (the least recently seen go first), so memory stays bounded
+  under address churn; a forgotten client starts again with a full burst.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 
@@ -38,7 +40,7 @@ class ClientLimiter:
     def __init__(self, rate: float, burst: int, concurrency: int, max_clients: int = 10_000, clock=time.monotonic):
         self.rate, self.burst, self.concurrency = rate, burst, concurrency
         self.max_clients, self._clock = max_clients, clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when counted)
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, when counted)
         self._in_flight: dict[str, int] = {}
 
     def admit(self, client: str) -> Refusal | None:
@@ -72,11 +74,7 @@ class ClientLimiter:
             return Refusal("rate_limited", f"more than {self.rate:g} requests/s (burst {self.burst}) from this "
                                            f"client; retry in {wait} s", wait)
         self._buckets[client] = (tokens - 1, now)
-        if len(self._buckets) > self.max_clients:
-            self._forget_full(now)
+        self._buckets.move_to_end(client)  # least recently seen first
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
         return None
-
-    def _forget_full(self, now: float) -> None:
-        full_after = self.burst / self.rate
-        for key in [k for k, (_, then) in self._buckets.items() if now - then >= full_after]:
-            del self._buckets[key]

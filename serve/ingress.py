@@ -294,6 +294,8 @@ class Ingress:
                                                      "jobs/build_label_bank.py and redeploy")
             pixels = await self._pixels(blobs, "taxonomy", timings)
             results = await self._call(timings, self.model.taxonomy, pixels, f.rank, f.k, f.subset)
+            if isinstance(results, dict) and "unavailable" in results:
+                raise ApiError(503, "label_bank_unavailable", results["unavailable"], retry_after_s=5)
             if isinstance(results, dict):
                 raise ApiError(400, "bad_subset", results["error"])
             return {"model": self._info["model"], "rank": f.rank, "results": results}

@@ -106,6 +106,8 @@ class ModelServer:
             self._export_cache_counts()
 
     async def taxonomy(self, pixels: np.ndarray, rank: str, k: int, subset: list[str] | None):
+        if self.bank.error:  # this replica's bank is not in (yet): not the client's fault
+            return {"unavailable": self.bank.error}
         features = await self.features(pixels)
         try:
             return await asyncio.to_thread(self.predictor.predict_features, features, rank, k, subset)

@@ -234,6 +234,7 @@ def test_a_model_replica_killed_under_load_costs_at_most_503s_with_retry_after_a
 def test_an_ingress_replica_killed_under_load_is_replayed_on_the_other_and_replaced(service):
     figures, answers = _kill_under_load(service, "Ingress")
     _check_answers(answers)
+    assert figures["failed"] == 0  # replayed on the other ingress replica, not merely refused politely
     print("ingress replica killed:", figures)
 
 

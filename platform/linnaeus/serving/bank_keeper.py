@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from linnaeus.storage import S3Options, StorageError
+from linnaeus.serving.bank import BankError
+from linnaeus.storage import S3Options
 
 log = logging.getLogger(__name__)
 # Tries per attempt: the keeper retries on its own schedule, so one attempt should fail fast (~0.6 s
@@ -33,7 +34,9 @@ class BankKeeper:
         self.attempts += 1
         try:
             self.predictor.attach_bank(self.uri, self.s3)
-        except StorageError as exc:
+        except BankError:
+            raise
+        except OSError as exc:  # StorageError, and pyarrow's own errors from a store failing mid-read
             self.error = f"label bank unavailable (attempt {self.attempts}, retried every {self.retry_s:g} s): {exc}"
             log.warning("%s", self.error)
             return False
@@ -44,7 +47,12 @@ class BankKeeper:
 
     def _retry(self) -> None:
         while not self._stop.wait(self.retry_s):
-            if self._attempt():
+            try:
+                if self._attempt():
+                    return
+            except Exception as exc:  # e.g. a bank that turned out to belong to other weights: stop, say why
+                self.error = f"label bank {self.uri or '(beside the model)'} cannot be used: {exc}"
+                log.error("%s", self.error)
                 return
 
     def stop(self) -> None:
