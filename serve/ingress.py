@@ -120,12 +120,15 @@ class Ingress:
         self.clients = ClientLimiter(limits.client_rate, limits.client_burst, limits.client_concurrency)
         self.metrics = IngressMetrics()
         self._info: dict | None = None
+        self._info_at = 0.0
         # Built here, not on the first request: importing the transforms takes seconds in a new process.
         self._crop = eval_crop(preprocess_cfg) if preprocess_cfg else None
 
     async def _model_info(self) -> dict:
-        if self._info is None or self._info.get("bank_error"):  # degraded: ask again until the bank is in
-            self._info = await _remote(self.model.info)
+        # degraded: ask again, at most once a second, until the bank is in (not a call per request)
+        stale = self._info is not None and self._info.get("bank_error") and time.monotonic() - self._info_at > 1.0
+        if self._info is None or stale:
+            self._info, self._info_at = await _remote(self.model.info), time.monotonic()
             if self._crop is None:
                 self._crop = eval_crop(self._info["preprocess_cfg"])
         return self._info

@@ -13,8 +13,10 @@ import pytest
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml")
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
+def two_node_cluster():
+    """Two raylets on this host (2 CPUs each) and this process connected to them; a generator for a
+    module fixture (tests/s3/test_s3_node_loss.py starts it after its S3 server, whose settings the nodes
+    inherit)."""
     import gc
 
     import ray
@@ -32,6 +34,11 @@ def two_nodes():
     gc.collect()
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    yield from two_node_cluster()
 
 
 def test_two_workers_on_two_nodes_survive_losing_a_node_and_end_on_the_planned_step(two_nodes, ingest_synthetic,

@@ -14,27 +14,12 @@ from linnaeus import storage
 from linnaeus.config import IngestConfig
 from linnaeus.data.ingest import run_ingest
 from linnaeus.train import checkpoint as ckpt
-from tests.ray.test_multinode import DEMO, _optimizer_steps, _train_while_a_node_is_lost
+from tests.ray.test_multinode import DEMO, _optimizer_steps, _train_while_a_node_is_lost, two_node_cluster
 
 
 @pytest.fixture(scope="module")
 def two_nodes_s3(s3_endpoint):
-    import gc
-
-    import ray
-    from ray.cluster_utils import Cluster
-
-    fast_death = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False,
-                                                            "_system_config": fast_death})
-    cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield cluster
-    gc.collect()
-    ray.shutdown()
-    cluster.shutdown()
+    yield from two_node_cluster()
 
 
 def test_a_node_lost_mid_run_resumes_from_the_checkpoint_in_s3(two_nodes_s3, synthetic_folder, tmp_path, load_job):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from linnaeus.serving.bank import BankError
 from linnaeus.storage import S3Options
@@ -26,7 +27,6 @@ class BankKeeper:
         self.s3 = (s3 or S3Options()).model_copy(update={"retry_attempts": ATTEMPT_TRIES})
         self.error: str | None = None
         self.attempts = 0
-        self._stop = threading.Event()
         if not self._attempt():
             threading.Thread(target=self._retry, daemon=True, name="label-bank-retry").start()
 
@@ -46,7 +46,8 @@ class BankKeeper:
         return True
 
     def _retry(self) -> None:
-        while not self._stop.wait(self.retry_s):
+        while True:
+            time.sleep(self.retry_s)
             try:
                 if self._attempt():
                     return
@@ -54,6 +55,3 @@ class BankKeeper:
                 self.error = f"label bank {self.uri or '(beside the model)'} cannot be used: {exc}"
                 log.error("%s", self.error)
                 return
-
-    def stop(self) -> None:
-        self._stop.set()
