@@ -20,6 +20,7 @@ from linnaeus.config import ConfigError, TrainConfig, load_yaml
 from linnaeus.data.loader import decode_tokens, iter_train_batches
 from linnaeus.data.stream import build_stream
 from linnaeus.data.synthetic import draw, make_tree
+from linnaeus.images import decode_image
 from linnaeus.train.plan import plan_training
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -123,11 +124,13 @@ def test_the_trained_model_answers_through_a_label_bank_the_predictor_and_ray_se
     predictor = Predictor(export, device="cpu")
     assert predictor.tokenizer(["a magpie"]).shape == (1, 24)
     tree = make_tree(8, seed=3)
-    image = draw(tree[0], np.random.default_rng(0), size=64)
+    buf = io.BytesIO()
+    draw(tree[0], np.random.default_rng(0), size=64).save(buf, format="JPEG")
+    # the JPEG the service receives, decoded here the service's way: both paths see the same pixels (a
+    # drawn image and its JPEG once flipped the runner-up of this barely trained model)
+    image = decode_image(buf.getvalue())
     genus = predictor.predict([image], rank="genus", k=2)[0]
     assert len(genus) == 2 and genus[0]["probability"] >= genus[1]["probability"]
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
