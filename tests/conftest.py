@@ -85,7 +85,9 @@ def ray_local():
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # address="local": a fresh Ray even when /tmp/ray/ray_current_cluster names a cluster from a run that
+    # was killed (a Cluster writes that file and only its shutdown removes it); ray.init() would join it
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     gc.collect()  # finalise dataset iterators so their executor threads stop before Ray does

@@ -94,7 +94,7 @@ def service(model_dir, bank_in_s3, store, monkeypatch_module):
 
     for key, value in {**HAPROXY_ENV, **{k: str(free_port()) for k in HAPROXY_PORTS}}.items():
         monkeypatch_module.setenv(key, value)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -101,7 +101,7 @@ def _serve(model_dir, metrics_port, key_file):
 
     from serve.app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              _metrics_export_port=metrics_port)
     try:
         port = _free_port()

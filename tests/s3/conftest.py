@@ -51,7 +51,7 @@ def ray_s3(s3_endpoint):
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield s3_endpoint
     gc.collect()  # finalise dataset iterators so their executor threads stop before Ray does
