@@ -18,7 +18,7 @@ from linnaeus.config import ConfigError, IngestConfig, InputFormat
 from linnaeus.config.cli import Flag, add_config_arguments, config_from_args
 from linnaeus.data.ingest import plan_ingest, run_ingest
 from linnaeus.data.inputs import InputError
-from linnaeus.runtime import init_ray, setup_logging
+from linnaeus.runtime import init_ray, setup_logging, storage_retries
 from linnaeus.storage import StorageError
 
 FLAGS = (
@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         cfg = config_from_args(IngestConfig, args, FLAGS, "jobs/ingest.py")
-        plan = plan_ingest(cfg)  # bad inputs fail here, before any cluster work
-        init_ray()
-        result = run_ingest(cfg, plan)
+        with storage_retries():  # the planning reads' retries count too
+            plan = plan_ingest(cfg)  # bad inputs fail here, before any cluster work
+            init_ray()
+            result = run_ingest(cfg, plan)
     except (ConfigError, InputError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from linnaeus.clip.models import ModelLoadError, check_init
 from linnaeus.config import ConfigError, TrainConfig
 from linnaeus.config.cli import Flag, add_config_arguments, config_from_args
 from linnaeus.data.shards import CorpusError
-from linnaeus.runtime import init_ray, setup_logging
+from linnaeus.runtime import init_ray, setup_logging, storage_retries
 from linnaeus.storage import StorageError
 from linnaeus.train.plan import TrainPlan, load_plan, plan_training
 
@@ -52,6 +52,11 @@ def make_plan(args: argparse.Namespace) -> TrainPlan:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
+    with storage_retries():  # every S3 retry of the job counts, the planning reads' too
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(args)
         print("\n".join(plan.summary()), flush=True)

@@ -4,14 +4,21 @@ Notable:
 - With no address, a local Ray starts inside the job (the embedded default). Inside `ray job submit`
   (or with `RAY_ADDRESS` set), the job joins that cluster instead.
 - Jobs log through the `linnaeus` loggers at INFO; everything else (Ray, open_clip) at WARNING.
+- `storage_retries()` counts a job's S3 retries across all its processes, for its report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+import uuid
+from typing import Iterator
 
 import ray
+
+from linnaeus import storage
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -33,3 +40,75 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(os.environ.get("LINNAEUS_PROGRESS"))
+
+
+_PROCESS = uuid.uuid4().hex  # this process, on any host (pids repeat across nodes)
+
+
+@ray.remote(num_cpus=0)
+class _RetryTally:
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def add(self, operation: str, retries: int) -> None:
+        self.counts[operation] = self.counts.get(operation, 0) + retries
+
+    def get(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class StorageRetries:
+    """A storage retry listener for one job. In the process that made it (the driver) it counts in
+    memory, so it works before Ray is up (planning reads); pickled to another process (Ray Data tasks,
+    Ray Train's workers and controller) it adds to an actor on the head node, made when first needed."""
+
+    def __init__(self, actor: ray.actor.ActorHandle | None = None, home: str | None = None):
+        self.actor, self.home = actor, home or _PROCESS
+        self.local: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, operation: str, retries: int) -> None:
+        if self.home == _PROCESS:
+            with self._lock:
+                self.local[operation] = self.local.get(operation, 0) + retries
+            return
+        # waited for: the count is in before the request that needed it goes on, so a job that ends
+        # reads every retry it had
+        ray.get(self.actor.add.remote(operation, retries), timeout=30)
+
+    def __reduce__(self):
+        with self._lock:
+            if self.actor is None:  # an actor dies with its node: the head lives as long as the cluster
+                self.actor = _RetryTally.options(resources={"node:__internal_head__": 0.001}).remote()
+        return StorageRetries, (self.actor, self.home)
+
+    def report(self) -> dict:
+        """{"requests": retried requests in all, "by_operation": {operation: count}}."""
+        with self._lock:
+            counts = dict(self.local)
+        for operation, n in (ray.get(self.actor.get.remote(), timeout=30) if self.actor else {}).items():
+            counts[operation] = counts.get(operation, 0) + n
+        return {"requests": sum(counts.values()), "by_operation": dict(sorted(counts.items()))}
+
+    def install(self) -> None:
+        """Make filesystems created in this process (a Ray Train controller, say) report here too."""
+        storage.set_retry_listener(self)
+
+
+@contextlib.contextmanager
+def storage_retries() -> Iterator[StorageRetries]:
+    """Count the S3 retries of every filesystem created inside the block (linnaeus.storage.s3), in any
+    process it travels to. Nested blocks share the outer count: a job wraps all its work, and the library
+    call inside that reports the count reports all of it."""
+    current = storage.retry_listener()
+    if isinstance(current, StorageRetries):
+        yield current
+        return
+    tally = StorageRetries()
+    previous = storage.set_retry_listener(tally)
+    try:
+        yield tally
+    finally:
+        storage.set_retry_listener(previous)
+        if tally.actor is not None and ray.is_initialized():
+            ray.kill(tally.actor)

@@ -33,6 +33,7 @@ def test_label_bank_and_bulk_predictions_live_next_to_an_s3_model(load_job, synt
     report = json.loads(storage.read_bytes(storage.resolve(out).join("_report.json")))
     assert (report["images"], report["predicted"], report["skipped"]) == (7, 6, 1)
     assert report["skipped_by_reason"] == {"not_an_image": 1}
+    assert report["storage_retries"] == {"requests": 0, "by_operation": {}}  # a healthy store: none
     probabilities = [r["probability_1"] for r in _rows(out) if not r["error"]]
     assert len(probabilities) == 6 and all(0 < p <= 1 for p in probabilities)
     assert np.isfinite(probabilities).all()

@@ -25,9 +25,12 @@ DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "configs" / "demo.yaml
 
 def test_checkpoints_in_flaky_s3_and_a_stopped_run_resumes_from_there(synthetic_folder, tmp_path, load_job, capsys,
                                                                      s3_faults):
+    proxy = s3_faults[0]
+    injected = proxy.injected
     result = run_ingest(IngestConfig(input=str(synthetic_folder), format="folder", output="s3://corpora/train",
                                      shard_rows=24))
     assert result.rows == 96 and result.skipped == 0
+    ingest_faults = proxy.injected - injected
     sets = ["data.data=s3://corpora/train", "checkpoint.storage_path=s3://runs/linnaeus", "checkpoint.name=s3run",
             "schedule.batch_size=16", "schedule.steps=30", "checkpoint.every_steps=10", "checkpoint.keep=2",
             "faults={kill_at_step: 15, rank: 1}", "checkpoint.max_failures=0", "data.shuffle_buffer=64"]
@@ -35,13 +38,23 @@ def test_checkpoints_in_flaky_s3_and_a_stopped_run_resumes_from_there(synthetic_
     assert job.main(["--config", DEMO, *[a for s in sets for a in ("--set", s)]]) == 1
     assert "--resume s3://runs/linnaeus/s3run" in capsys.readouterr().err
 
+    injected = proxy.injected
     assert job.main(["--resume", "s3://runs/linnaeus/s3run"]) == 0
+    resumed_faults = proxy.injected - injected
     run = storage.resolve("s3://runs/linnaeus/s3run")
     names = {info.path.split("/")[-2] for info in storage.list_files(run, recursive=True)
              if info.path.endswith("/state.json")}
     assert names == {"checkpoint_000000020", "checkpoint_000000030"}  # keep=2
     summary = json.loads(storage.read_bytes(run.join("export", "summary.json")))
     assert summary["steps"] == summary["total_steps"] == 30 and summary["export"].startswith("s3://")
+    # Every retry is one failed request, counted wherever it happened: the drivers, Ray Data's tasks,
+    # Ray Train's controller (the stream's planning) and workers (checkpoints). The counts are taken
+    # before the reports are written, so retries after that (the reports' own writes) are not in them:
+    # hence "most", not "all" (one run: 5 of 5 and 38 of 40).
+    retried = summary["storage_retries"]
+    counted, faults = result.storage_retries + retried["requests"], ingest_faults + resumed_faults
+    assert 0.75 * faults <= counted <= faults and faults > 10
+    assert {"read", "write"} <= set(retried["by_operation"])
 
     local = tmp_path / WEIGHTS_NAME
     local.write_bytes(storage.read_bytes(run.join("export", WEIGHTS_NAME)))
@@ -49,6 +62,7 @@ def test_checkpoints_in_flaky_s3_and_a_stopped_run_resumes_from_there(synthetic_
     model, _, _ = open_clip.create_model_and_transforms("linnaeus-tiny", pretrained=str(local))
     with torch.no_grad():
         assert torch.isfinite(model.encode_image(torch.zeros(1, 3, 64, 64))).all()
-    proxy = s3_faults[0]
     assert proxy.injected > 10  # the faults were real, and every one was retried: the run is complete
-    print(f"S3 faults: {proxy.injected} of {proxy.injected + proxy.forwarded} requests answered 503 SlowDown")
+    print(f"S3 faults: {proxy.injected} of {proxy.injected + proxy.forwarded} requests answered 503 SlowDown; "
+          f"ingest counted {result.storage_retries} of its {ingest_faults}, the resumed run {retried} of its "
+          f"{resumed_faults}")

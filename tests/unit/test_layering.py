@@ -21,17 +21,17 @@ PACKAGE = ROOT / "platform" / "linnaeus"
 FLOOR = {"taxonomy", "storage", "images", "registry"}
 # room -> the rooms it may import (besides itself). Reading down the list is reading up the building.
 ALLOWED: dict[str, set[str]] = {
-    "taxonomy": set(), "storage": set(), "images": set(), "registry": set(), "runtime": set(),
+    "taxonomy": set(), "storage": set(), "images": set(), "registry": set(), "runtime": {"storage"},
     "text": {"taxonomy", "registry"},
     "clip": {"storage", "registry"},
     "runs": {"storage", "taxonomy"},
     "objectives": {"registry", "clip"},
     "config": FLOOR | {"text", "clip", "objectives"},
-    "data": FLOOR | {"text", "clip", "config"},
-    "train": FLOOR | {"text", "clip", "objectives", "config", "runs", "data"},
+    "data": FLOOR | {"text", "clip", "config", "runtime"},
+    "train": FLOOR | {"text", "clip", "objectives", "config", "runs", "data", "runtime"},
     "eval": FLOOR | {"text", "clip", "config", "runs", "data"},
     "serving": FLOOR | {"text", "clip", "config"},
-    "batch": FLOOR | {"text", "clip", "config", "data", "serving"},
+    "batch": FLOOR | {"text", "clip", "config", "data", "serving", "runtime"},
     "bench": FLOOR | {"text", "clip", "objectives", "config", "runs", "data", "train", "eval", "serving", "runtime"},
     "serve/": FLOOR | {"text", "clip", "config", "serving"},  # the Ray Serve application wraps serving only
 }

@@ -19,8 +19,8 @@ def test_s3_uris_take_endpoint_and_keys_from_the_aws_environment(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
     loc = storage.resolve("s3://bucket/some/prefix/")
-    assert isinstance(loc.fs, pafs.S3FileSystem) and loc.path == "bucket/some/prefix"
-    settings = loc.fs.__reduce__()[1][1]  # what travels to Ray workers when the fs is pickled (with the retries)
+    assert loc.fs.type_name == "py::s3" and loc.path == "bucket/some/prefix"
+    settings = loc.fs.handler.settings  # what travels to Ray workers when the fs is pickled
     assert settings["endpoint_override"] == "127.0.0.1:9000" and settings["scheme"] == "http"
     assert settings["access_key"] == "AKIDEXAMPLE"
 
@@ -61,10 +61,23 @@ def test_an_explicit_profile_wins_over_the_environment(monkeypatch):
     assert os.environ["AWS_PROFILE"] == "from-config"
 
 
-def test_the_s3_retry_budget_survives_pickling_to_ray_workers():
+class _Tally:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, operation, retries):
+        self.calls.append((operation, retries))
+
+
+def test_the_s3_retry_budget_and_listener_survive_pickling_to_ray_workers():
     import pickle
 
-    fs = storage.s3_filesystem(storage.S3Options(endpoint_url="http://127.0.0.1:9", retry_attempts=7))
+    previous = storage.set_retry_listener(_Tally())
+    try:
+        fs = storage.s3_filesystem(storage.S3Options(endpoint_url="http://127.0.0.1:9", retry_attempts=7))
+    finally:
+        storage.set_retry_listener(previous)
     copy = pickle.loads(pickle.dumps(fs))  # as Ray Data ships it to a read or write task
-    assert isinstance(copy, storage.RetryingS3FileSystem) and copy.retry_attempts == 7
-    assert storage.s3_filesystem().retry_attempts == storage.S3Options().retry_attempts == 6
+    assert copy.handler.attempts == 7 and isinstance(copy.handler.listener, _Tally)
+    assert storage.s3_filesystem().handler.attempts == storage.S3Options().retry_attempts == 6
+    assert "very" not in repr(copy.handler)

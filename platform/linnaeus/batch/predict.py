@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from linnaeus import storage
+from linnaeus import runtime, storage
 from linnaeus.config import PredictConfig
 from linnaeus.images import IMAGE_SUFFIXES, ImageLimits, ImageRejected, decode_image
 from linnaeus.serving.predictor import Predictor
@@ -46,7 +46,8 @@ def output_schema(k: int, taxa: bool) -> pa.Schema:
 
 
 class _Predict:
-    def __init__(self, cfg: PredictConfig):
+    def __init__(self, cfg: PredictConfig, retries: runtime.StorageRetries):
+        retries.install()  # the model and bank reads made here count in the job's retries
         self.cfg = cfg
         self.predictor = Predictor(cfg.model, cfg.bank, s3=cfg.s3)
         self.limits = ImageLimits(max_bytes=2**40, max_pixels=cfg.max_image_pixels)
@@ -122,6 +123,11 @@ def _start(out: storage.Location, cfg: PredictConfig) -> int:
 
 def run_predict(cfg: PredictConfig) -> dict:
     """Predict every image under `cfg.input` into `cfg.output` (Ray must be up); returns the report."""
+    with runtime.storage_retries() as retries:
+        return _predict(cfg, retries)
+
+
+def _predict(cfg: PredictConfig, retries: runtime.StorageRetries) -> dict:
     check_output(cfg)  # the write below empties the output folder
     start = time.perf_counter()
     root, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
@@ -134,11 +140,12 @@ def run_predict(cfg: PredictConfig) -> dict:
         log.info("%s: %d files of an earlier or interrupted run cleared", out.uri, cleared)
     gpus = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {}
     ds = ray.data.read_binary_files(images, filesystem=root.fs, include_paths=True, num_cpus=READ_CPUS)
-    ds = ds.map_batches(_Predict, fn_constructor_args=(cfg,), batch_size=cfg.batch_size, batch_format="pyarrow",
+    ds = ds.map_batches(_Predict, fn_constructor_args=(cfg, retries), batch_size=cfg.batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=1 if gpus else 0.5, **gpus)
     write = ds.write_parquet if cfg.format == "parquet" else ds.write_csv
     write(out.path, filesystem=out.fs, mode="append")
     report = _report(out, cfg.format, others, time.perf_counter() - start)
+    report["storage_retries"] = retries.report()  # the report's own write is not in it: it comes next
     storage.write_bytes(out.join(REPORT_NAME), json.dumps(report, indent=1).encode())
     storage.delete(out.join(STARTED_NAME))
     return report

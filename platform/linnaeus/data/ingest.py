@@ -13,7 +13,6 @@ Notable:
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
@@ -21,12 +20,11 @@ from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 from pydantic import BaseModel
 
 from linnaeus import images as image_ops
-from linnaeus import storage
+from linnaeus import runtime, storage
 from linnaeus.config import IngestConfig, InputFormat
 from linnaeus.data import inputs, shards
 from linnaeus.taxonomy import stable_hash64
@@ -49,6 +47,7 @@ class IngestResult(BaseModel):
     converted: int
     skipped_by_reason: dict[str, int]
     seconds: float
+    storage_retries: int = 0  # S3 requests repeated after a transient failure (report.json: per operation)
 
 
 def _clean(row: dict, data: bytes, cfg: IngestConfig) -> dict:
@@ -65,10 +64,8 @@ class _LoadImages:
 
     def __init__(self, root: storage.Location, cfg: IngestConfig, source: str):
         self.root, self.cfg, self.source = root, cfg, source
-
-    @functools.cached_property
-    def _s3(self) -> pafs.FileSystem:
-        return storage.s3_filesystem(self.cfg.s3)
+        # made here, in the driver, so that it carries the job's retry tally to the workers
+        self._s3 = storage.s3_filesystem(cfg.s3)
 
     def _location(self, path: str) -> storage.Location:
         """A CSV row's path: relative to the input, absolute, or an s3:// URI (one S3 client per
@@ -159,7 +156,7 @@ def _shard_rows(cfg: IngestConfig, plan: inputs.Plan) -> int:
 
 
 def _report(cfg: IngestConfig, run_id: str, plan: inputs.Plan, records: list[dict],
-            manifest: shards.Manifest, deleted: list[str]) -> dict:
+            manifest: shards.Manifest, deleted: list[str], retries: dict) -> dict:
     skipped = plan.rejects + [{k: r[k] for k in ("input", "reason", "detail")}
                               for r in records if r["kind"] == "reject"]
     converted = [r for r in records if r["kind"] == "converted"]
@@ -176,6 +173,7 @@ def _report(cfg: IngestConfig, run_id: str, plan: inputs.Plan, records: list[dic
         "converted_examples": [{"image_id": c["input"], "conversion": c["reason"]}
                                for c in converted[:MAX_CONVERSION_EXAMPLES]],
         "stale_shards_deleted": deleted,
+        "storage_retries": retries,
     }
 
 
@@ -186,6 +184,11 @@ def plan_ingest(cfg: IngestConfig) -> inputs.Plan:
 
 def run_ingest(cfg: IngestConfig, plan: inputs.Plan | None = None) -> IngestResult:
     """Ingest `cfg.input` into a corpus at `cfg.output` (Ray must be initialised by the caller)."""
+    with runtime.storage_retries() as retries:
+        return _ingest(cfg, plan, retries)
+
+
+def _ingest(cfg: IngestConfig, plan: inputs.Plan | None, retries: runtime.StorageRetries) -> IngestResult:
     start = time.monotonic()
     src, out = storage.resolve(cfg.input, cfg.s3), storage.resolve(cfg.output, cfg.s3)
     plan = plan or plan_ingest(cfg)
@@ -209,9 +212,11 @@ def run_ingest(cfg: IngestConfig, plan: inputs.Plan | None = None) -> IngestResu
     skipped = len(plan.rejects) + sum(r["kind"] == "reject" for r in records)
     manifest = shards.build_manifest(run_id, src.uri, stats, skipped)
     deleted = shards.commit(out, manifest)
-    report = _report(cfg, run_id, plan, records, manifest, deleted)
+    # report.json counts the retries before its own write; the result (printed by the job) counts all
+    report = _report(cfg, run_id, plan, records, manifest, deleted, retries.report())
     shards.write_json(out.join(shards.REPORT_NAME), report)
     return IngestResult(output=out.uri, run_id=run_id, rows=manifest.rows, taxa=manifest.taxa,
                         shards=len(manifest.shards), skipped=report["skipped"],
                         converted=report["converted"], skipped_by_reason=report["skipped_by_reason"],
-                        seconds=round(time.monotonic() - start, 2))
+                        seconds=round(time.monotonic() - start, 2),
+                        storage_retries=retries.report()["requests"])

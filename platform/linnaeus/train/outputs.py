@@ -15,6 +15,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -59,8 +60,9 @@ def curve_png(history: list[dict], title: str) -> bytes:
 
 
 def write_outputs(plan: TrainPlan, checkpoint_folder: str | Path, checkpoint_uri: str, skipped: dict,
-                  seconds: float) -> dict:
-    """Export the model of a final checkpoint folder and write the run's metrics next to it."""
+                  seconds: float, storage_retries: Callable[[], dict] | None = None) -> dict:
+    """Export the model of a final checkpoint folder and write the run's metrics next to it;
+    `storage_retries()` is the job's S3 retry count, asked for last (the export's retries count)."""
     folder = Path(checkpoint_folder)
     progress = Progress(**json.loads((folder / STATE_NAME).read_text()))
     c = plan.config
@@ -79,6 +81,7 @@ def write_outputs(plan: TrainPlan, checkpoint_folder: str | Path, checkpoint_uri
                "global_batch": plan.config.global_batch, "final_loss": history[-1]["loss"] if history else None,
                "skipped_images": skipped.get("skipped", 0), "skipped_by_reason": skipped.get("by_reason", {}),
                "wall_seconds": round(seconds, 1), "nodes": len({p["node"] for p in progress.placement}) or None,
-               "placement": progress.placement, "starts": progress.starts}
+               "placement": progress.placement, "starts": progress.starts,
+               "storage_retries": storage_retries() if storage_retries else None}
     storage.write_bytes(out.join("summary.json"), json.dumps(summary, indent=1).encode())
     return summary

@@ -25,7 +25,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from linnaeus import runs, storage
+from linnaeus import runs, runtime, storage
 from linnaeus.config import ConfigError
 from linnaeus.data.stream import READER_CPUS, build_stream, skip_counter
 from linnaeus.train import checkpoint as ckpt
@@ -39,13 +39,15 @@ log = logging.getLogger(__name__)
 class StreamFactory:
     """Plans the training stream from the run's latest checkpoint (called by Ray Train per start)."""
 
-    def __init__(self, plan: TrainPlan, counter: ray.actor.ActorHandle):
-        self.plan, self.counter = plan, counter
+    def __init__(self, plan: TrainPlan, counter: ray.actor.ActorHandle, retries: runtime.StorageRetries):
+        self.plan, self.counter, self.retries = plan, counter, retries
         self.progress_bars = ray.data.DataContext.get_current().enable_progress_bars
 
     def __call__(self) -> ray.data.Dataset:
-        # Called in Ray Train's controller actor, whose DataContext is not the driver's.
+        # Called in Ray Train's controller actor, whose DataContext (and storage retry listener, for the
+        # stream's filesystem made here) is not the driver's.
         ray.data.DataContext.get_current().enable_progress_bars = self.progress_bars
+        self.retries.install()
         latest = ckpt.latest_in_run(self.plan.run)
         progress = ckpt.read_progress(latest) if latest else ckpt.Progress()
         start_epoch, epochs = self.plan.stream_epochs(progress.position, progress.step)
@@ -87,7 +89,8 @@ def share_cpus(plan: TrainPlan, cluster: dict[str, float], joined: bool, nodes: 
     return TrainPlan(config, plan.name, plan.rows, plan.units, plan.total_steps)
 
 
-def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None) -> TorchTrainer:
+def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None,
+                  retries: runtime.StorageRetries) -> TorchTrainer:
     c = plan.config
     root = storage.resolve(c.checkpoint.storage_path, c.s3)
     resources = {"CPU": c.scaling.cpus_per_worker, **({"GPU": 1} if c.scaling.use_gpu else {})}
@@ -103,10 +106,10 @@ def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None) -> Tor
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=c.checkpoint.keep),
             # Ray Train's INFO lines (one per report, per worker) would drown the progress lines.
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
-        datasets={"train": StreamFactory(plan, counter)})
+        datasets={"train": StreamFactory(plan, counter, retries)})
 
 
-def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
+def fit(plan: TrainPlan, retries: runtime.StorageRetries, resume: bool = False) -> tuple[ray.train.Result, dict]:
     """Run training to the plan's last step; returns Ray's result and the skipped-image summary.
     A new run refuses a folder that already holds one: continuing a run is `resume=True`."""
     exists = runs.has_record(plan.run)
@@ -118,7 +121,7 @@ def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
         runs.write_record(plan.run, record_of(plan))  # before the CPU share: a resume elsewhere works its own out
     plan = share_cluster_cpus(plan)
     counter = skip_counter()
-    result = build_trainer(plan, counter).fit()
+    result = build_trainer(plan, counter, retries).fit()
     return result, ray.get(counter.summary.remote())
 
 
@@ -141,9 +144,14 @@ class TrainingFailed(RuntimeError):
 
 def run_training(plan: TrainPlan, resume: bool = False) -> dict:
     """Train to the last step, then export the model and write the run's metrics (returns the summary)."""
+    with runtime.storage_retries() as retries:
+        return _train(plan, resume, retries)
+
+
+def _train(plan: TrainPlan, resume: bool, retries: runtime.StorageRetries) -> dict:
     start = time.time()
     try:
-        result, skipped = fit(plan, resume)
+        result, skipped = fit(plan, retries, resume)
     except ray.train.TrainingFailedError as exc:
         latest = ckpt.latest_in_run(plan.run)
         where = f"its latest checkpoint is {latest.uri}" if latest else "it has no checkpoint yet"
@@ -153,4 +161,4 @@ def run_training(plan: TrainPlan, resume: bool = False) -> dict:
         raise RuntimeError(f"{plan.run_uri}: training ended without a checkpoint ({result.error})")
     uri = plan.run.join(os.path.basename(result.checkpoint.path.rstrip("/"))).uri
     with result.checkpoint.as_directory() as folder:
-        return write_outputs(plan, folder, uri, skipped, time.time() - start)
+        return write_outputs(plan, folder, uri, skipped, time.time() - start, retries.report)

@@ -6,6 +6,8 @@ Notable:
   `S3Options` overrides them. Secrets are `SecretStr`, so they never show in a repr, a log or an error.
 - Everything downstream speaks `(pyarrow FileSystem, path)`; Ray Data and pyarrow accept that pair
   directly, and the filesystem object pickles to Ray workers with its endpoint and credentials.
+- S3 requests that fail transiently are retried by linnaeus.storage.s3, which counts them: a job that
+  installs a listener (linnaeus.runtime.storage_retries) reports how many of its requests were repeated.
 - Errors name the URI and the operation, never a credential.
 """
 
@@ -18,6 +20,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from linnaeus.storage import s3
 
 
 class StorageError(OSError):
@@ -35,9 +39,10 @@ class S3Options(BaseModel):
     session_token: SecretStr | None = None
     profile: str | None = None
     create_buckets: bool = True  # an ingest or checkpoint to a new bucket creates it (needs the right)
-    # Tries per request (the AWS SDK's standard strategy: throttling, 5xx and connection errors, with
-    # backoff). 3, the SDK's default, lost a write in 34 with 10% of requests throttled (measured through
-    # tests/faultproxy.py); 6 gives up on an unreachable endpoint after ~30 s instead of ~2.5.
+    # Tries per request on throttling, 5xx and connection errors, with backoff (linnaeus.storage.s3).
+    # 3, the AWS SDK's default, lost a write in 34 with 10% of requests throttled (measured through
+    # tests/faultproxy.py); 6 waits out ~5 s of an unreachable endpoint on reads, up to ~30 s on writes
+    # (boto3's standard backoff).
     retry_attempts: int = Field(6, ge=1, le=20)
 
 
@@ -59,29 +64,28 @@ class Location:
         return self.uri.startswith("s3://")
 
 
-class RetryingS3FileSystem(pafs.S3FileSystem):
-    """pyarrow's S3FileSystem with a retry budget that survives pickling: pyarrow's own pickle drops the
-    retry strategy, so every Ray task (Ray Data reads, shard writes) would fall back to 3 attempts."""
-
-    def __init__(self, retry_attempts: int, **kwargs):
-        super().__init__(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=retry_attempts), **kwargs)
-        self.retry_attempts = retry_attempts
-
-    def __reduce__(self):
-        _, (kwargs,) = super().__reduce__()
-        return _rebuild_s3, (self.retry_attempts, kwargs)
+_listener: s3.RetryListener | None = None
 
 
-def _rebuild_s3(retry_attempts: int, kwargs: dict) -> RetryingS3FileSystem:
-    return RetryingS3FileSystem(retry_attempts, **kwargs)
+def set_retry_listener(listener: s3.RetryListener | None) -> s3.RetryListener | None:
+    """Filesystems made from now on in this process tell `listener` of each retry (it travels with them
+    when pickled); returns the one it replaces."""
+    global _listener
+    previous, _listener = _listener, listener
+    return previous
+
+
+def retry_listener() -> s3.RetryListener | None:
+    return _listener
 
 
 def _env(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def s3_filesystem(options: S3Options | None = None) -> RetryingS3FileSystem:
-    """An S3FileSystem from `options`, falling back to the standard AWS environment variables."""
+def s3_filesystem(options: S3Options | None = None) -> pafs.PyFileSystem:
+    """An S3 filesystem from `options`, falling back to the standard AWS environment variables; its
+    retries are counted (linnaeus.storage.s3)."""
     o = options or S3Options()
     endpoint = o.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     kwargs: dict = {"region": o.region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
@@ -102,7 +106,7 @@ def s3_filesystem(options: S3Options | None = None) -> RetryingS3FileSystem:
         # pyarrow takes no profile argument: its AWS SDK reads AWS_PROFILE (and ~/.aws) when no keys
         # are given, so an explicit profile has to go through the environment.
         os.environ["AWS_PROFILE"] = o.profile
-    return RetryingS3FileSystem(o.retry_attempts, **kwargs)
+    return pafs.PyFileSystem(s3.S3Handler(kwargs, o.retry_attempts, _listener, o.profile))
 
 
 def resolve(uri: str | os.PathLike, s3: S3Options | None = None) -> Location:
