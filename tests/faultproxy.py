@@ -4,6 +4,7 @@
 body, the client's signature), unless told otherwise:
 - `fail_rate`: that fraction of requests is answered `503 SlowDown` with S3's XML error body, the
   answer S3 gives when it throttles (clients retry it); `injected` counts them, `forwarded` the rest;
+  `fail_next = n`: the next n requests are answered so;
 - `down()`: connections are refused (the listening socket is closed), `up()` listens again on the
   same port: object storage unreachable, then back.
 """
@@ -84,6 +85,7 @@ class FaultProxy:
         self.upstream_host, self.upstream_port = parsed.hostname, parsed.port
         self.fail_rate, self._rng, self._lock = fail_rate, random.Random(seed), threading.Lock()
         self.injected = self.forwarded = 0
+        self.fail_next = 0  # the next this many requests fail, whatever fail_rate says
         self.port = port or free_port()
         self._server: ThreadingHTTPServer | None = None
 
@@ -93,7 +95,8 @@ class FaultProxy:
 
     def should_fail(self) -> bool:
         with self._lock:
-            fail = self._rng.random() < self.fail_rate
+            fail = self.fail_next > 0 or self._rng.random() < self.fail_rate
+            self.fail_next = max(0, self.fail_next - 1)
             if fail:
                 self.injected += 1
             else:

@@ -43,6 +43,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 _PROCESS = uuid.uuid4().hex  # this process, on any host (pids repeat across nodes)
+_local: dict[str, dict[str, int]] = {}  # tally id -> counts made in this process (the driver's)
+_local_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
@@ -62,37 +65,56 @@ class StorageRetries:
     memory, so it works before Ray is up (planning reads); pickled to another process (Ray Data tasks,
     Ray Train's workers and controller) it adds to an actor on the head node, made when first needed."""
 
-    def __init__(self, actor: ray.actor.ActorHandle | None = None, home: str | None = None):
-        self.actor, self.home = actor, home or _PROCESS
-        self.local: dict[str, int] = {}
+    def __init__(self, actor: ray.actor.ActorHandle | None = None, home: str | None = None,
+                 tally_id: str | None = None):
+        self.actor, self.home, self.id = actor, home or _PROCESS, tally_id or uuid.uuid4().hex
         self._lock = threading.Lock()
 
     def __call__(self, operation: str, retries: int) -> None:
-        if self.home == _PROCESS:
-            with self._lock:
-                self.local[operation] = self.local.get(operation, 0) + retries
-            return
-        # waited for: the count is in before the request that needed it goes on, so a job that ends
-        # reads every retry it had
-        ray.get(self.actor.add.remote(operation, retries), timeout=30)
+        if self.home == _PROCESS:  # every copy in the driver adds to the same counts
+            with _local_lock:
+                counts = _local.setdefault(self.id, {})
+                counts[operation] = counts.get(operation, 0) + retries
+        elif self.actor is not None:
+            # waited for: the count is in before the request that needed it goes on, so a job that
+            # ends reads every retry it had
+            ray.get(self.actor.add.remote(operation, retries), timeout=30)
 
     def __reduce__(self):
         with self._lock:
-            if self.actor is None:  # an actor dies with its node: the head lives as long as the cluster
+            # an actor dies with its node: the head lives as long as the cluster. Never made without a
+            # Ray to join (a copy made before Ray starts stays in this process, where it needs none).
+            if self.actor is None and ray.is_initialized():
                 self.actor = _RetryTally.options(resources={"node:__internal_head__": 0.001}).remote()
-        return StorageRetries, (self.actor, self.home)
+        return StorageRetries, (self.actor, self.home, self.id)
 
     def report(self) -> dict:
-        """{"requests": retried requests in all, "by_operation": {operation: count}}."""
-        with self._lock:
-            counts = dict(self.local)
-        for operation, n in (ray.get(self.actor.get.remote(), timeout=30) if self.actor else {}).items():
-            counts[operation] = counts.get(operation, 0) + n
-        return {"requests": sum(counts.values()), "by_operation": dict(sorted(counts.items()))}
+        """{"requests": retried requests in all, "by_operation": {operation: count}}; with
+        "complete": false when the other processes' count could not be read."""
+        with _local_lock:
+            counts = dict(_local.get(self.id, {}))
+        complete = True
+        if self.actor is not None:
+            try:
+                remote = ray.get(self.actor.get.remote(), timeout=30)
+            except Exception as exc:  # the count must not fail the job it describes
+                log.warning("storage retries of other processes unavailable: %s", exc)
+                remote, complete = {}, False
+            for operation, n in remote.items():
+                counts[operation] = counts.get(operation, 0) + n
+        out = {"requests": sum(counts.values()), "by_operation": dict(sorted(counts.items()))}
+        return out if complete else {**out, "complete": False}
 
     def install(self) -> None:
-        """Make filesystems created in this process (a Ray Train controller, say) report here too."""
+        """Make filesystems created in this process (a Ray Train worker or controller, a predict actor)
+        report here too."""
         storage.set_retry_listener(self)
+
+    def close(self) -> None:
+        with _local_lock:
+            _local.pop(self.id, None)
+        if self.actor is not None and ray.is_initialized():
+            ray.kill(self.actor)
 
 
 @contextlib.contextmanager
@@ -110,5 +132,4 @@ def storage_retries() -> Iterator[StorageRetries]:
         yield tally
     finally:
         storage.set_retry_listener(previous)
-        if tally.actor is not None and ray.is_initialized():
-            ray.kill(tally.actor)
+        tally.close()

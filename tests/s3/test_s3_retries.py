@@ -64,7 +64,7 @@ def test_every_injected_failure_is_retried_once_and_counted_by_operation(bucket,
     before = sum(s3.process_retries().values())
     proxy.fail_rate = 0.2
     blobs = {f"small-{i}.bin": os.urandom(100 * (i + 1)) for i in range(8)}
-    blobs["multipart.bin"] = os.urandom(12 << 20)  # over boto3's 8 MB threshold: uploaded in parts
+    blobs["multipart.bin"] = os.urandom(s3.PART_BYTES + (4 << 20))  # two parts, the last one short
     for name, data in blobs.items():
         storage.write_bytes(loc.join(name), data)
     table = pa.table({"n": list(range(20_000)), "s": [str(i) for i in range(20_000)]})
@@ -103,6 +103,21 @@ def test_a_store_that_stays_down_fails_after_the_budget_naming_the_uri(bucket, p
     assert f"{loc.uri}/a.bin: cannot read" in str(info.value) and "503" in str(info.value)
     assert proxy.injected == attempts and tally.counts == {"read": attempts - 1}
     assert elapsed < 30  # backed off, bounded: 0.2 s doubling, jittered
+
+
+def test_a_multipart_upload_that_fails_is_aborted_and_leaves_no_object(bucket, proxy):
+    loc, tally = bucket
+    handler = loc.fs.handler
+    two_tries = pafs.PyFileSystem(s3.S3Handler(handler.settings, 2, tally))
+    with pytest.raises(OSError, match="part 2"):
+        with two_tries.open_output_stream(loc.path + "/parts.bin") as f:
+            f.write(os.urandom(s3.PART_BYTES))  # part 1 goes up as it fills
+            proxy.fail_next = 2
+            f.write(os.urandom(s3.PART_BYTES + 100))  # part 2 cannot: both tries fail
+    assert proxy.fail_next == 0 and proxy.injected == 2
+    assert not storage.exists(loc.join("parts.bin")) and tally.counts == {"write": 1}
+    uploads = handler.client().list_multipart_uploads(Bucket="retries").get("Uploads", [])
+    assert not [u for u in uploads if u["Key"].endswith("/parts.bin")]  # aborted, not left to linger
 
 
 def test_a_failed_upload_leaves_no_object(bucket, proxy):

@@ -74,10 +74,13 @@ def test_the_s3_retry_budget_and_listener_survive_pickling_to_ray_workers():
 
     previous = storage.set_retry_listener(_Tally())
     try:
-        fs = storage.s3_filesystem(storage.S3Options(endpoint_url="http://127.0.0.1:9", retry_attempts=7))
+        fs = storage.s3_filesystem(storage.S3Options(endpoint_url="http://127.0.0.1:9", retry_attempts=7,
+                                                     access_key_id="AKID", secret_access_key="very-secret-value"))
     finally:
         storage.set_retry_listener(previous)
     copy = pickle.loads(pickle.dumps(fs))  # as Ray Data ships it to a read or write task
     assert copy.handler.attempts == 7 and isinstance(copy.handler.listener, _Tally)
+    assert copy.equals(fs) and not copy.equals(storage.s3_filesystem())  # pyarrow compares the handlers
     assert storage.s3_filesystem().handler.attempts == storage.S3Options().retry_attempts == 6
-    assert "very" not in repr(copy.handler)
+    for text in (repr(copy), str(copy), repr(copy.handler)):
+        assert "very-secret-value" not in text

@@ -4,9 +4,11 @@ Notable:
 - pyarrow's S3 client retries inside the AWS SDK and tells no one; a job under a throttling store could
   not say how many requests it repeated. Here the SDK tries once and this module retries: metadata
   calls, listings, deletes and copies are retried whole; reads are ranged GETs retried one range at a
-  time (what the SDK would resend); writes are buffered (memory, then a temporary file) and uploaded at
-  close by boto3, whose standard retry mode resends one part, not the object, and reports its retries
-  per request (`RetryAttempts`).
+  time (what the SDK would resend); writes go up through boto3 in 16 MB parts as they fill (one PUT
+  at close for smaller objects), and boto3's standard retry mode resends one request, not the object,
+  and reports its retries per request (`RetryAttempts`).
+- Reads through pyarrow's PythonFile are serialised per open file (it locks around each ranged read):
+  Parquet's concurrent pre-buffered reads of one file run one after another.
 - Every retry is counted per operation in this process and told to the filesystem's listener, which
   travels with the filesystem when Ray pickles it to a task or an actor (linnaeus.runtime's job tally).
 - Transient means throttling, 5xx, and connection errors; a 4xx (missing key, access denied) fails at
@@ -17,9 +19,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
 import re
-import tempfile
 import threading
 import time
 from typing import Callable
@@ -32,7 +34,7 @@ RetryListener = Callable[[str, int], None]  # (operation, retries): called as re
 TRANSIENT = re.compile(r"AWS Error (SLOW_DOWN|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|NETWORK_CONNECTION|THROTTLING|"
                        r"REQUEST_TIMEOUT)|HTTP status 5\d\d")
 BASE_DELAY_S, MAX_DELAY_S = 0.2, 20.0
-SPOOL_BYTES = 64 << 20  # an upload larger than this is buffered in a temporary file, not in memory
+PART_BYTES = 16 << 20  # S3's parts are 5 MB at least; 10,000 of these make objects up to 160 GB
 _counts: collections.Counter = collections.Counter()
 _counts_lock = threading.Lock()
 
@@ -53,10 +55,10 @@ class S3Handler(pafs.FileSystemHandler):
     def __init__(self, settings: dict, attempts: int, listener: RetryListener | None = None,
                  profile: str | None = None):
         self.settings, self.attempts, self.listener, self.profile = settings, attempts, listener, profile
+        if profile:  # pyarrow's SDK reads the profile from the environment, in every process
+            os.environ["AWS_PROFILE"] = profile
         once = pafs.AwsStandardS3RetryStrategy(max_attempts=1)
         self.fs = pafs.S3FileSystem(retry_strategy=once, **settings)
-        self._client = None
-        self._client_lock = threading.Lock()
 
     def __reduce__(self):
         return S3Handler, (self.settings, self.attempts, self.listener, self.profile)
@@ -92,11 +94,8 @@ class S3Handler(pafs.FileSystemHandler):
         raise AssertionError("unreachable")
 
     def client(self):
-        """boto3's S3 client for uploads, built once per process from the same settings."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = _boto_client(self.settings, self.attempts, self.profile, self.counted)
-            return self._client
+        """boto3's S3 client for uploads (one per process and settings)."""
+        return _boto_client(self.settings, self.attempts, self.profile)
 
     # -- pyarrow's FileSystemHandler --
     def get_type_name(self) -> str:
@@ -106,7 +105,13 @@ class S3Handler(pafs.FileSystemHandler):
         return self.fs.normalize_path(path)
 
     def equals(self, other) -> bool:
-        return isinstance(other, S3Handler) and other.settings == self.settings
+        return self == other
+
+    def __eq__(self, other) -> bool:  # what pyarrow asks when comparing filesystems
+        return isinstance(other, S3Handler) and (other.settings, other.attempts) == (self.settings, self.attempts)
+
+    def __hash__(self) -> int:
+        return hash((self.settings.get("endpoint_override"), self.attempts))
 
     def get_file_info(self, paths):
         return self.call("stat", lambda: self.fs.get_file_info(paths))
@@ -190,8 +195,9 @@ class _RangeReader:
 
 
 class _Upload:
-    """A write-only file object: bytes are buffered and the object is uploaded at close, so a reader
-    never sees it half-written and a failed request is resent without the caller knowing."""
+    """A write-only file object: parts of PART_BYTES go up as they fill (an S3 multipart upload), and the
+    object appears, whole, at close (an object under one part is a single PUT at close). boto3 resends a
+    failed request itself and says how often (`RetryAttempts`), which is what is counted."""
 
     def __init__(self, handler: S3Handler, path: str, metadata: dict | None):
         bucket, _, key = path.partition("/")
@@ -199,14 +205,24 @@ class _Upload:
             raise OSError(f"{path}: an S3 object path is bucket/key")
         self.handler, self.bucket, self.key = handler, bucket, key
         self.extra = _extra_args(metadata)
-        self.buffer = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-        self.closed = False
+        self.buffer = bytearray()
+        self.parts: list[dict] = []
+        self.upload_id: str | None = None
+        self.written, self.closed, self.failed = 0, False, False
 
     def write(self, data) -> int:
-        return self.buffer.write(data)
+        if self.failed:
+            raise OSError(f"s3://{self.bucket}/{self.key}: an earlier part of this upload failed")
+        size = len(memoryview(data).cast("B"))
+        self.buffer += data
+        self.written += size
+        while len(self.buffer) >= PART_BYTES:
+            self._send_part(bytes(self.buffer[:PART_BYTES]))
+            del self.buffer[:PART_BYTES]
+        return size
 
     def tell(self) -> int:
-        return self.buffer.tell()
+        return self.written
 
     def flush(self) -> None:
         pass
@@ -218,13 +234,64 @@ class _Upload:
         if self.closed:
             return
         self.closed = True
+        if self.failed:  # the failure was raised where it happened; nothing of it may appear now
+            return
         try:
-            self.buffer.seek(0)
-            self.handler.client().upload_fileobj(self.buffer, self.bucket, self.key, ExtraArgs=self.extra or None)
+            if self.upload_id is None:
+                self._call("put_object", Body=bytes(self.buffer), **self.extra)
+            else:
+                if self.buffer:  # the last part may be smaller than S3's 5 MB minimum
+                    self._send_part(bytes(self.buffer))
+                self._call("complete_multipart_upload", UploadId=self.upload_id,
+                           MultipartUpload={"Parts": self.parts})
+        except OSError:
+            raise
         except Exception as exc:
+            self._abort()
             raise OSError(f"When uploading key '{self.key}' in bucket '{self.bucket}': {exc}") from None
         finally:
-            self.buffer.close()
+            self.buffer = bytearray()
+
+    def _send_part(self, body: bytes) -> None:
+        try:
+            if self.upload_id is None:
+                self.upload_id = self._call("create_multipart_upload", **self.extra)["UploadId"]
+            number = len(self.parts) + 1
+            etag = self._call("upload_part", UploadId=self.upload_id, PartNumber=number, Body=body)["ETag"]
+            self.parts.append({"ETag": etag, "PartNumber": number})
+        except Exception as exc:
+            self.failed = True
+            self._abort()
+            raise OSError(f"When uploading part {len(self.parts) + 1} of key '{self.key}' in bucket "
+                          f"'{self.bucket}': {exc}") from None
+
+    def _call(self, method: str, **kwargs) -> dict:
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+        try:
+            answer = getattr(self.handler.client(), method)(Bucket=self.bucket, Key=self.key, **kwargs)
+        except ClientError as exc:
+            self.handler.counted("write", int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)))
+            raise
+        except (ConnectionError, HTTPClientError):  # retried by boto3 until its tries ran out
+            self.handler.counted("write", self.handler.attempts - 1)
+            raise
+        self.handler.counted("write", int(answer.get("ResponseMetadata", {}).get("RetryAttempts", 0)))
+        return answer
+
+    def _abort(self) -> None:
+        if self.upload_id is not None:
+            upload_id, self.upload_id = self.upload_id, None
+            try:
+                self.handler.client().abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+            except Exception as exc:  # the bucket's lifecycle rules clean up what is left
+                log.warning("s3://%s/%s: could not abort the failed upload: %s", self.bucket, self.key, exc)
+
+
+# pyarrow's header names -> boto3's arguments; anything else is user metadata (x-amz-meta-*)
+_HEADERS = {"content-type": "ContentType", "content-language": "ContentLanguage", "expires": "Expires",
+            "content-disposition": "ContentDisposition", "content-encoding": "ContentEncoding",
+            "cache-control": "CacheControl", "acl": "ACL"}
 
 
 def _extra_args(metadata: dict | None) -> dict:
@@ -232,32 +299,39 @@ def _extra_args(metadata: dict | None) -> dict:
     for key, value in (metadata or {}).items():
         name = key.decode() if isinstance(key, bytes) else key
         text = value.decode() if isinstance(value, bytes) else value
-        if name.lower() == "content-type":
-            extra["ContentType"] = text
+        if name.lower() in _HEADERS:
+            extra[_HEADERS[name.lower()]] = text
         else:
             extra.setdefault("Metadata", {})[name] = text
     return extra
 
 
-def _boto_client(settings: dict, attempts: int, profile: str | None, counted: Callable[[str, int], None]):
+_clients: dict[tuple, object] = {}
+_clients_lock = threading.Lock()
+
+
+def _boto_client(settings: dict, attempts: int, profile: str | None):
+    """One boto3 S3 client per process and settings (clients are thread-safe; building one is slow)."""
+    key = (tuple(sorted((k, str(v)) for k, v in settings.items())), attempts, profile)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = _new_client(settings, attempts, profile)
+        return _clients[key]
+
+
+def _new_client(settings: dict, attempts: int, profile: str | None):
     import boto3
     from botocore.config import Config
 
     session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
     endpoint = settings.get("endpoint_override")
-    client = session.client(
+    return session.client(
         "s3", region_name=settings.get("region"),
         endpoint_url=f"{settings.get('scheme', 'https')}://{endpoint}" if endpoint else None,
         aws_access_key_id=settings.get("access_key"), aws_secret_access_key=settings.get("secret_key"),
         aws_session_token=settings.get("session_token"),
-        # pyarrow sends no checksums either: S3-compatible stores that lack the newer ones keep working
-        # path-style against an endpoint of one's own (MinIO, moto), as pyarrow addresses it
+        # path-style against an endpoint of one's own (MinIO, moto), as pyarrow addresses it; no checksums,
+        # as pyarrow sends none: S3-compatible stores that lack the newer ones keep working
         config=Config(retries={"mode": "standard", "total_max_attempts": attempts},
                       s3={"addressing_style": "path" if endpoint else "auto"},
                       request_checksum_calculation="when_required", response_checksum_validation="when_required"))
-
-    def after_call(parsed=None, **_):
-        counted("write", int((parsed or {}).get("ResponseMetadata", {}).get("RetryAttempts", 0)))
-
-    client.meta.events.register("after-call.s3", after_call)
-    return client

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 def train_loop_per_worker(loop_config: dict) -> None:
     plan: TrainPlan = loop_config["plan"]
+    loop_config["retries"].install()  # filesystems made in this worker (checkpoint lookups) count for the job
     cfg = plan.config
     log.setLevel(logging.INFO)
     _quiet_report_lines()

@@ -96,7 +96,7 @@ def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None,
     resources = {"CPU": c.scaling.cpus_per_worker, **({"GPU": 1} if c.scaling.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"plan": plan},
+        train_loop_config={"plan": plan, "retries": retries},
         scaling_config=ray.train.ScalingConfig(num_workers=c.scaling.workers, use_gpu=c.scaling.use_gpu,
                                                resources_per_worker=resources,
                                                placement_strategy=c.scaling.placement),
