@@ -23,7 +23,7 @@ from linnaeus.clip.models import ModelLoadError
 from linnaeus.config import ConfigError, EvalConfig
 from linnaeus.config.cli import Flag, add_config_arguments, comma_ints, comma_list, config_from_args
 from linnaeus.data.inputs import InputError
-from linnaeus.runtime import init_ray, setup_logging
+from linnaeus.runtime import init_ray, setup_logging, storage_retries
 from linnaeus.storage import StorageError
 
 FLAGS = (
@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from(argv)
         from linnaeus.eval.run import check_inputs, run_evaluation
 
-        models = check_inputs(cfg)
-        init_ray()
-        results, out = run_evaluation(cfg, models)
+        with storage_retries():  # the model checks' S3 retries count too
+            models = check_inputs(cfg)
+            init_ray()
+            results, out = run_evaluation(cfg, models)
     except (ConfigError, InputError, StorageError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

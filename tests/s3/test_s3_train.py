@@ -50,11 +50,22 @@ def test_checkpoints_in_flaky_s3_and_a_stopped_run_resumes_from_there(synthetic_
     # Every retry is one failed request, counted wherever it happened: the drivers, Ray Data's tasks,
     # Ray Train's controller (the stream's planning) and workers (checkpoints). The counts are taken
     # before the reports are written, so retries after that (the reports' own writes) are not in them:
-    # hence "most", not "all" (one run: 5 of 5 and 38 of 40).
+    # hence "most", not "all".
     retried = summary["storage_retries"]
-    counted, faults = result.storage_retries + retried["requests"], ingest_faults + resumed_faults
-    assert 0.75 * faults <= counted <= faults and faults > 10
     assert {"read", "write"} <= set(retried["by_operation"])
+
+    # the exported model evaluated on the corpus, both in flaky S3 (its model actors count too)
+    injected = proxy.injected
+    argv = ["--model", summary["export"], "--data", "s3://corpora/train", "--output", "s3://evals/s3run",
+            "--tasks", "zeroshot", "--actors", "1"]
+    assert load_job("evaluate").main(argv) == 0
+    eval_faults = proxy.injected - injected
+    evaluated = json.loads(storage.read_bytes(storage.resolve("s3://evals/s3run/results.json")))
+    assert evaluated["models"] and evaluated["storage_retries"]["requests"] <= eval_faults
+
+    counted = result.storage_retries + retried["requests"] + evaluated["storage_retries"]["requests"]
+    faults = ingest_faults + resumed_faults + eval_faults
+    assert 0.75 * faults <= counted <= faults and faults > 10
 
     local = tmp_path / WEIGHTS_NAME
     local.write_bytes(storage.read_bytes(run.join("export", WEIGHTS_NAME)))
@@ -65,4 +76,4 @@ def test_checkpoints_in_flaky_s3_and_a_stopped_run_resumes_from_there(synthetic_
     assert proxy.injected > 10  # the faults were real, and every one was retried: the run is complete
     print(f"S3 faults: {proxy.injected} of {proxy.injected + proxy.forwarded} requests answered 503 SlowDown; "
           f"ingest counted {result.storage_retries} of its {ingest_faults}, the resumed run {retried} of its "
-          f"{resumed_faults}")
+          f"{resumed_faults}, evaluation {evaluated['storage_retries']['requests']} of its {eval_faults}")

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": FLOOR | {"text", "clip", "objectives"},
     "data": FLOOR | {"text", "clip", "config", "runtime"},
     "train": FLOOR | {"text", "clip", "objectives", "config", "runs", "data", "runtime"},
-    "eval": FLOOR | {"text", "clip", "config", "runs", "data"},
+    "eval": FLOOR | {"text", "clip", "config", "runs", "data", "runtime"},
     "serving": FLOOR | {"text", "clip", "config"},
     "batch": FLOOR | {"text", "clip", "config", "data", "serving", "runtime"},
     "bench": FLOOR | {"text", "clip", "objectives", "config", "runs", "data", "train", "eval", "serving", "runtime"},

@@ -97,7 +97,8 @@ def decode_batch(table: pa.Table, preprocess_json: str) -> dict:
 class _Encode:
     """Ray Data actor: decoded pixels -> normalised features (zeros where a row did not decode)."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, retries: storage.RetryListener | None):
+        storage.set_retry_listener(retries)  # the model's reads here count in the job's S3 retries
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(spec)[0].to(self.device).eval()
         self.mean, self.std = norm_stats(self.model.visual.preprocess_cfg, self.device)
@@ -178,8 +179,8 @@ def embed_dataset(data: str, spec: str, preprocess_cfg: dict, actors: int | None
     ds = source_dataset(data, s3).map_batches(
         decode_batch, fn_args=(json.dumps(preprocess_cfg),), batch_size=batch_size, batch_format="pyarrow",
         num_cpus=DECODE_CPUS)
-    ds = ds.map_batches(_Encode, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=actors), **encode)
+    ds = ds.map_batches(_Encode, fn_constructor_args=(spec, storage.retry_listener()), batch_size=batch_size,
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), **encode)
     data = _collect(ds.iter_batches(batch_format="numpy", batch_size=None),
                     precision="bf16" if "num_gpus" in encode else "fp32")
     if log.isEnabledFor(logging.DEBUG):

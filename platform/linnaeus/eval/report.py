@@ -84,12 +84,13 @@ def fallback_notes(results: dict[str, dict]) -> list[str]:
     return notes
 
 
-def write(results: dict[str, dict], pngs: dict[str, bytes], cfg: EvalConfig) -> storage.Location:
+def write(results: dict[str, dict], pngs: dict[str, bytes], cfg: EvalConfig,
+          storage_retries: dict | None = None) -> storage.Location:
     out = storage.resolve(cfg.output, cfg.s3)
     storage.ensure_bucket(out)
     settings = cfg.model_dump(mode="json", exclude={"s3"})
-    storage.write_bytes(out.join("results.json"),
-                        json.dumps({"settings": settings, "models": results}, indent=1).encode())
+    body = {"settings": settings, "models": results, "storage_retries": storage_retries}
+    storage.write_bytes(out.join("results.json"), json.dumps(body, indent=1).encode())
     storage.write_bytes(out.join("report.md"), markdown(results, cfg).encode())
     for name, data in pngs.items():
         storage.write_bytes(out.join(f"{name}.png"), data)

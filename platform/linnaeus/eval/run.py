@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linnaeus import storage
+from linnaeus import runtime, storage
 from linnaeus.config import EvalConfig
 from linnaeus.eval import report
 from linnaeus.eval.embed import data_kind, embed_dataset
@@ -20,6 +20,11 @@ def check_inputs(cfg: EvalConfig) -> dict:
 
 def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Location]:
     """One report column per model, and per text type when `compare_text_type` asks for a second."""
+    with runtime.storage_retries() as retries:
+        return _evaluate(cfg, models, retries)
+
+
+def _evaluate(cfg: EvalConfig, models: dict, retries: runtime.StorageRetries) -> tuple[dict, storage.Location]:
     text_types = [cfg.text_type, *([cfg.compare_text_type] if cfg.compare_text_type else [])]
     results, pngs = {}, {}
     for spec, (model, arch) in models.items():
@@ -33,4 +38,4 @@ def run_evaluation(cfg: EvalConfig, models: dict) -> tuple[dict, storage.Locatio
                                                   texts)
         suffix = "" if spec == cfg.model else "_compare"
         pngs.update({f"{name}{suffix}": png for name, png in model_pngs.items()})
-    return results, report.write(results, pngs, cfg)
+    return results, report.write(results, pngs, cfg, retries.report())

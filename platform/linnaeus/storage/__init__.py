@@ -64,7 +64,8 @@ class Location:
         return self.uri.startswith("s3://")
 
 
-_listener: s3.RetryListener | None = None
+RetryListener = s3.RetryListener
+_listener: RetryListener | None = None
 
 
 def set_retry_listener(listener: s3.RetryListener | None) -> s3.RetryListener | None:
