@@ -105,11 +105,6 @@ class StorageRetries:
         out = {"requests": sum(counts.values()), "by_operation": dict(sorted(counts.items()))}
         return out if complete else {**out, "complete": False}
 
-    def install(self) -> None:
-        """Make filesystems created in this process (a Ray Train worker or controller, a predict actor)
-        report here too."""
-        storage.set_retry_listener(self)
-
     def close(self) -> None:
         with _local_lock:
             _local.pop(self.id, None)

@@ -46,8 +46,8 @@ def output_schema(k: int, taxa: bool) -> pa.Schema:
 
 
 class _Predict:
-    def __init__(self, cfg: PredictConfig, retries: runtime.StorageRetries):
-        retries.install()  # the model and bank reads made here count in the job's retries
+    def __init__(self, cfg: PredictConfig, retries: storage.RetryListener | None):
+        storage.set_retry_listener(retries)  # the model and bank reads made here count in the job's retries
         self.cfg = cfg
         self.predictor = Predictor(cfg.model, cfg.bank, s3=cfg.s3)
         self.limits = ImageLimits(max_bytes=2**40, max_pixels=cfg.max_image_pixels)
@@ -140,8 +140,9 @@ def _predict(cfg: PredictConfig, retries: runtime.StorageRetries) -> dict:
         log.info("%s: %d files of an earlier or interrupted run cleared", out.uri, cleared)
     gpus = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {}
     ds = ray.data.read_binary_files(images, filesystem=root.fs, include_paths=True, num_cpus=READ_CPUS)
-    ds = ds.map_batches(_Predict, fn_constructor_args=(cfg, retries), batch_size=cfg.batch_size, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=1 if gpus else 0.5, **gpus)
+    ds = ds.map_batches(_Predict, fn_constructor_args=(cfg, storage.retry_listener()), batch_size=cfg.batch_size,
+                        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+                        num_cpus=1 if gpus else 0.5, **gpus)
     write = ds.write_parquet if cfg.format == "parquet" else ds.write_csv
     write(out.path, filesystem=out.fs, mode="append")
     report = _report(out, cfg.format, others, time.perf_counter() - start)

@@ -13,6 +13,7 @@ Notable:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 from pydantic import BaseModel
 
@@ -64,8 +66,11 @@ class _LoadImages:
 
     def __init__(self, root: storage.Location, cfg: IngestConfig, source: str):
         self.root, self.cfg, self.source = root, cfg, source
-        # made here, in the driver, so that it carries the job's retry tally to the workers
-        self._s3 = storage.s3_filesystem(cfg.s3)
+        self.retries = storage.retry_listener()  # the driver's: a worker has none of its own
+
+    @functools.cached_property
+    def _s3(self) -> pafs.FileSystem:
+        return storage.s3_filesystem(self.cfg.s3, self.retries)
 
     def _location(self, path: str) -> storage.Location:
         """A CSV row's path: relative to the input, absolute, or an s3:// URI (one S3 client per
@@ -212,11 +217,11 @@ def _ingest(cfg: IngestConfig, plan: inputs.Plan | None, retries: runtime.Storag
     skipped = len(plan.rejects) + sum(r["kind"] == "reject" for r in records)
     manifest = shards.build_manifest(run_id, src.uri, stats, skipped)
     deleted = shards.commit(out, manifest)
-    # report.json counts the retries before its own write; the result (printed by the job) counts all
+    # counted before report.json's own write: a retry of that one is in neither the report nor the result
     report = _report(cfg, run_id, plan, records, manifest, deleted, retries.report())
     shards.write_json(out.join(shards.REPORT_NAME), report)
     return IngestResult(output=out.uri, run_id=run_id, rows=manifest.rows, taxa=manifest.taxa,
                         shards=len(manifest.shards), skipped=report["skipped"],
                         converted=report["converted"], skipped_by_reason=report["skipped_by_reason"],
                         seconds=round(time.monotonic() - start, 2),
-                        storage_retries=retries.report()["requests"])
+                        storage_retries=report["storage_retries"]["requests"])

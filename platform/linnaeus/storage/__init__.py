@@ -41,8 +41,8 @@ class S3Options(BaseModel):
     create_buckets: bool = True  # an ingest or checkpoint to a new bucket creates it (needs the right)
     # Tries per request on throttling, 5xx and connection errors, with backoff (linnaeus.storage.s3).
     # 3, the AWS SDK's default, lost a write in 34 with 10% of requests throttled (measured through
-    # tests/faultproxy.py); 6 waits out ~5 s of an unreachable endpoint on reads, up to ~30 s on writes
-    # (boto3's standard backoff).
+    # tests/faultproxy.py). 6 tries of a read that keeps failing took 4.2-5.1 s (tests/s3/test_s3_retries.py);
+    # writes back off as boto3's standard mode does (random, up to 2^try s).
     retry_attempts: int = Field(6, ge=1, le=20)
 
 
@@ -68,7 +68,7 @@ RetryListener = s3.RetryListener
 _listener: RetryListener | None = None
 
 
-def set_retry_listener(listener: s3.RetryListener | None) -> s3.RetryListener | None:
+def set_retry_listener(listener: RetryListener | None) -> RetryListener | None:
     """Filesystems made from now on in this process tell `listener` of each retry (it travels with them
     when pickled); returns the one it replaces."""
     global _listener
@@ -76,7 +76,7 @@ def set_retry_listener(listener: s3.RetryListener | None) -> s3.RetryListener | 
     return previous
 
 
-def retry_listener() -> s3.RetryListener | None:
+def retry_listener() -> RetryListener | None:
     return _listener
 
 
@@ -84,9 +84,9 @@ def _env(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def s3_filesystem(options: S3Options | None = None) -> pafs.PyFileSystem:
+def s3_filesystem(options: S3Options | None = None, listener: RetryListener | None = None) -> pafs.PyFileSystem:
     """An S3 filesystem from `options`, falling back to the standard AWS environment variables; its
-    retries are counted (linnaeus.storage.s3)."""
+    retries go to `listener`, by default this process's (linnaeus.storage.s3)."""
     o = options or S3Options()
     endpoint = o.endpoint_url or _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     kwargs: dict = {"region": o.region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
@@ -103,11 +103,9 @@ def s3_filesystem(options: S3Options | None = None) -> pafs.PyFileSystem:
         token = o.session_token.get_secret_value() if o.session_token else _env("AWS_SESSION_TOKEN")
         if token:
             kwargs["session_token"] = token
-    elif o.profile:
-        # pyarrow takes no profile argument: its AWS SDK reads AWS_PROFILE (and ~/.aws) when no keys
-        # are given, so an explicit profile has to go through the environment.
-        os.environ["AWS_PROFILE"] = o.profile
-    return pafs.PyFileSystem(s3.S3Handler(kwargs, o.retry_attempts, _listener, o.profile))
+    # an explicit profile goes to the handler only when no keys are given (it sets AWS_PROFILE for pyarrow)
+    profile = None if "access_key" in kwargs else o.profile
+    return pafs.PyFileSystem(s3.S3Handler(kwargs, o.retry_attempts, listener or _listener, profile))
 
 
 def resolve(uri: str | os.PathLike, s3: S3Options | None = None) -> Location:

@@ -9,15 +9,14 @@ Notable:
   and reports its retries per request (`RetryAttempts`).
 - Reads through pyarrow's PythonFile are serialised per open file (it locks around each ranged read):
   Parquet's concurrent pre-buffered reads of one file run one after another.
-- Every retry is counted per operation in this process and told to the filesystem's listener, which
-  travels with the filesystem when Ray pickles it to a task or an actor (linnaeus.runtime's job tally).
+- Every retry is told, with its operation, to the filesystem's listener, which travels with the
+  filesystem when Ray pickles it to a task or an actor (linnaeus.runtime's job tally).
 - Transient means throttling, 5xx, and connection errors; a 4xx (missing key, access denied) fails at
   once, with pyarrow's message.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import random
@@ -35,16 +34,6 @@ TRANSIENT = re.compile(r"AWS Error (SLOW_DOWN|SERVICE_UNAVAILABLE|INTERNAL_FAILU
                        r"REQUEST_TIMEOUT)|HTTP status 5\d\d")
 BASE_DELAY_S, MAX_DELAY_S = 0.2, 20.0
 PART_BYTES = 16 << 20  # S3's parts are 5 MB at least; 10,000 of these make objects up to 160 GB
-_counts: collections.Counter = collections.Counter()
-_counts_lock = threading.Lock()
-
-
-def process_retries() -> dict[str, int]:
-    """Retries done in this process so far, per operation (every filesystem of this module)."""
-    with _counts_lock:
-        return dict(_counts)
-
-
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and bool(TRANSIENT.search(str(exc)))
 
@@ -55,7 +44,9 @@ class S3Handler(pafs.FileSystemHandler):
     def __init__(self, settings: dict, attempts: int, listener: RetryListener | None = None,
                  profile: str | None = None):
         self.settings, self.attempts, self.listener, self.profile = settings, attempts, listener, profile
-        if profile:  # pyarrow's SDK reads the profile from the environment, in every process
+        if profile:
+            # pyarrow takes no profile argument: its AWS SDK reads AWS_PROFILE (and ~/.aws) when no keys
+            # are given, so the profile goes through the environment, in every process the handler reaches
             os.environ["AWS_PROFILE"] = profile
         once = pafs.AwsStandardS3RetryStrategy(max_attempts=1)
         self.fs = pafs.S3FileSystem(retry_strategy=once, **settings)
@@ -67,11 +58,7 @@ class S3Handler(pafs.FileSystemHandler):
         return f"S3Handler(endpoint={self.settings.get('endpoint_override', 'aws')}, attempts={self.attempts})"
 
     def counted(self, operation: str, retries: int) -> None:
-        if retries <= 0:
-            return
-        with _counts_lock:
-            _counts[operation] += retries
-        if self.listener is not None:
+        if retries > 0 and self.listener is not None:
             try:
                 self.listener(operation, retries)
             except Exception as exc:  # a tally that is gone must not fail the request that was saved
@@ -103,9 +90,6 @@ class S3Handler(pafs.FileSystemHandler):
 
     def normalize_path(self, path):
         return self.fs.normalize_path(path)
-
-    def equals(self, other) -> bool:
-        return self == other
 
     def __eq__(self, other) -> bool:  # what pyarrow asks when comparing filesystems
         return isinstance(other, S3Handler) and (other.settings, other.attempts) == (self.settings, self.attempts)

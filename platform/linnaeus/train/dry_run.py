@@ -6,7 +6,6 @@ from __future__ import annotations
 from linnaeus.clip.models import check_init
 from linnaeus.clip.text_towers import create_with_tower, make_tower
 from linnaeus.objectives import make_objective
-from linnaeus.runtime import StorageRetries
 from linnaeus.train.optim import build_optimizer, cosine_with_warmup
 from linnaeus.train.plan import TrainPlan
 from linnaeus.train.trainer import build_trainer
@@ -23,7 +22,7 @@ def dry_run(plan: TrainPlan) -> list[str]:
     scheduler = cosine_with_warmup(optimizer, c.optim.warmup_steps, plan.total_steps)
     decayed, plain = (sum(p.numel() for p in g["params"]) for g in optimizer.param_groups)
     lrs = [c.optim.lr * scheduler.lr_lambdas[0](s) for s in (0, c.optim.warmup_steps, plan.total_steps - 1)]
-    build_trainer(plan, counter=None, retries=StorageRetries())
+    build_trainer(plan, counter=None)
     precision = c.schedule.precision if c.schedule.precision != "auto" else (
         "bf16" if c.scaling.use_gpu else "fp32")
     return [f"init       {init}",

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 def train_loop_per_worker(loop_config: dict) -> None:
     plan: TrainPlan = loop_config["plan"]
-    loop_config["retries"].install()  # filesystems made in this worker (checkpoint lookups) count for the job
+    storage.set_retry_listener(loop_config["retries"])  # this worker's filesystems (checkpoint lookups) count
     cfg = plan.config
     log.setLevel(logging.INFO)
     _quiet_report_lines()

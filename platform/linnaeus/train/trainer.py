@@ -39,15 +39,15 @@ log = logging.getLogger(__name__)
 class StreamFactory:
     """Plans the training stream from the run's latest checkpoint (called by Ray Train per start)."""
 
-    def __init__(self, plan: TrainPlan, counter: ray.actor.ActorHandle, retries: runtime.StorageRetries):
-        self.plan, self.counter, self.retries = plan, counter, retries
+    def __init__(self, plan: TrainPlan, counter: ray.actor.ActorHandle):
+        self.plan, self.counter, self.retries = plan, counter, storage.retry_listener()
         self.progress_bars = ray.data.DataContext.get_current().enable_progress_bars
 
     def __call__(self) -> ray.data.Dataset:
         # Called in Ray Train's controller actor, whose DataContext (and storage retry listener, for the
         # stream's filesystem made here) is not the driver's.
         ray.data.DataContext.get_current().enable_progress_bars = self.progress_bars
-        self.retries.install()
+        storage.set_retry_listener(self.retries)
         latest = ckpt.latest_in_run(self.plan.run)
         progress = ckpt.read_progress(latest) if latest else ckpt.Progress()
         start_epoch, epochs = self.plan.stream_epochs(progress.position, progress.step)
@@ -89,14 +89,13 @@ def share_cpus(plan: TrainPlan, cluster: dict[str, float], joined: bool, nodes: 
     return TrainPlan(config, plan.name, plan.rows, plan.units, plan.total_steps)
 
 
-def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None,
-                  retries: runtime.StorageRetries) -> TorchTrainer:
+def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None) -> TorchTrainer:
     c = plan.config
     root = storage.resolve(c.checkpoint.storage_path, c.s3)
     resources = {"CPU": c.scaling.cpus_per_worker, **({"GPU": 1} if c.scaling.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"plan": plan, "retries": retries},
+        train_loop_config={"plan": plan, "retries": storage.retry_listener()},
         scaling_config=ray.train.ScalingConfig(num_workers=c.scaling.workers, use_gpu=c.scaling.use_gpu,
                                                resources_per_worker=resources,
                                                placement_strategy=c.scaling.placement),
@@ -106,10 +105,10 @@ def build_trainer(plan: TrainPlan, counter: ray.actor.ActorHandle | None,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=c.checkpoint.keep),
             # Ray Train's INFO lines (one per report, per worker) would drown the progress lines.
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
-        datasets={"train": StreamFactory(plan, counter, retries)})
+        datasets={"train": StreamFactory(plan, counter)})
 
 
-def fit(plan: TrainPlan, retries: runtime.StorageRetries, resume: bool = False) -> tuple[ray.train.Result, dict]:
+def fit(plan: TrainPlan, resume: bool = False) -> tuple[ray.train.Result, dict]:
     """Run training to the plan's last step; returns Ray's result and the skipped-image summary.
     A new run refuses a folder that already holds one: continuing a run is `resume=True`."""
     exists = runs.has_record(plan.run)
@@ -121,7 +120,7 @@ def fit(plan: TrainPlan, retries: runtime.StorageRetries, resume: bool = False) 
         runs.write_record(plan.run, record_of(plan))  # before the CPU share: a resume elsewhere works its own out
     plan = share_cluster_cpus(plan)
     counter = skip_counter()
-    result = build_trainer(plan, counter, retries).fit()
+    result = build_trainer(plan, counter).fit()
     return result, ray.get(counter.summary.remote())
 
 
@@ -151,7 +150,7 @@ def run_training(plan: TrainPlan, resume: bool = False) -> dict:
 def _train(plan: TrainPlan, resume: bool, retries: runtime.StorageRetries) -> dict:
     start = time.time()
     try:
-        result, skipped = fit(plan, retries, resume)
+        result, skipped = fit(plan, resume)
     except ray.train.TrainingFailedError as exc:
         latest = ckpt.latest_in_run(plan.run)
         where = f"its latest checkpoint is {latest.uri}" if latest else "it has no checkpoint yet"
